@@ -1,0 +1,7 @@
+//! tokengate: an API-token authentication gateway in front of Jira and Confluence.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod secret;
+pub mod token;
