@@ -5,3 +5,4 @@ pub mod clock;
 pub mod config;
 pub mod secret;
 pub mod token;
+pub mod store;
