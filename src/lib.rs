@@ -6,3 +6,7 @@ pub mod config;
 pub mod secret;
 pub mod token;
 pub mod store;
+pub mod error;
+pub mod net;
+pub mod proxy;
+pub mod server;

@@ -1,0 +1,150 @@
+//! Error responses in the shape Jira clients already parse (SPEC §2):
+//! `{"errorMessages": [...], "errors": {...}}`, always `application/json`.
+//!
+//! Each layer has its own error enum; each converts into an [`ErrorReply`]
+//! whose status follows from the variant, and says whose fault it is.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+/// What tokengate answers with: a streamed upstream body or one of its own.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// Who caused an error; decides the status class and the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Bad input or credentials: 4xx, logged at debug/info.
+    Client,
+    /// The upstream was unreachable, slow or broken: 502/504, logged as a warning.
+    Upstream,
+    /// Ours (the store, a bug): 5xx, logged as an error.
+    Internal,
+}
+
+impl Fault {
+    pub fn of(status: StatusCode) -> Fault {
+        match status.as_u16() {
+            502 | 504 => Fault::Upstream,
+            500..=599 => Fault::Internal,
+            _ => Fault::Client,
+        }
+    }
+}
+
+/// An error response about to be sent.
+#[derive(Debug, Clone)]
+pub struct ErrorReply {
+    pub status: StatusCode,
+    pub messages: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "errorMessages")]
+    messages: &'a [String],
+    errors: &'a BTreeMap<String, String>,
+}
+
+impl ErrorReply {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            status,
+            messages: vec![message.into()],
+            fields: BTreeMap::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// A 400 about fields: messages go into `errors` by field name.
+    pub fn fields(fields: BTreeMap<String, String>) -> ErrorReply {
+        ErrorReply {
+            status: StatusCode::BAD_REQUEST,
+            messages: Vec::new(),
+            fields,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ErrorReply {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn fault(&self) -> Fault {
+        Fault::of(self.status)
+    }
+
+    pub fn into_response(self) -> Response<RespBody> {
+        let body = ErrorBody {
+            messages: &self.messages,
+            errors: &self.fields,
+        };
+        let mut resp = json_response(self.status, &body);
+        for (name, value) in self.headers {
+            resp.headers_mut().append(name, value);
+        }
+        resp
+    }
+}
+
+/// A JSON response of tokengate's own.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<RespBody> {
+    // Serialising our own plain structs cannot fail; fall back to an empty object anyway.
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    resp
+}
+
+/// An empty response of tokengate's own.
+pub fn empty_response(status: StatusCode) -> Response<RespBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+    *resp.status_mut() = status;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn body_has_the_jira_shape() {
+        let mut fields = BTreeMap::new();
+        fields.insert(
+            "tokenDescription".to_string(),
+            "must not be empty".to_string(),
+        );
+        let resp = ErrorReply::fields(fields).into_response();
+        assert_eq!(resp.status(), 400);
+        assert!(
+            resp.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errorMessages"], serde_json::json!([]));
+        assert_eq!(v["errors"]["tokenDescription"], "must not be empty");
+    }
+
+    #[test]
+    fn fault_follows_status() {
+        assert_eq!(Fault::of(StatusCode::BAD_GATEWAY), Fault::Upstream);
+        assert_eq!(Fault::of(StatusCode::SERVICE_UNAVAILABLE), Fault::Internal);
+        assert_eq!(Fault::of(StatusCode::UNAUTHORIZED), Fault::Client);
+    }
+}

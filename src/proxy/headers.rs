@@ -1,0 +1,296 @@
+//! Header rewriting for forwarded requests and responses: hop-by-hop
+//! stripping, identity-header protection and `X-Forwarded-*`.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName, HeaderValue};
+
+/// RFC 9110 §7.6.1:
+///
+/// > Intermediaries MUST parse a received Connection header field before a
+/// > message is forwarded and, for each connection-option in this field,
+/// > remove any header or trailer field(s) from the message with the same
+/// > name as the connection-option, and then remove the Connection header
+/// > field itself (or replace it with the intermediary's own control options
+/// > for the forwarded message).
+/// >
+/// > Furthermore, intermediaries SHOULD remove or replace fields that are
+/// > known to require removal before forwarding, whether or not they appear
+/// > as a connection-option, after applying those fields' semantics. This
+/// > includes but is not limited to: Proxy-Connection, Keep-Alive, TE,
+/// > Transfer-Encoding, Upgrade.
+///
+/// `Proxy-Authorization` and `Proxy-Authenticate` are meant for this hop
+/// only as well, and `Expect` has been answered by our own server already.
+static HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::EXPECT,
+];
+
+/// Headers that say who the client is or where the request came from. From a
+/// peer that is not a trusted proxy they are never believed, so they are
+/// removed (and the `X-Forwarded-*` trio set by us).
+static UNTRUSTED_ORIGIN_HEADERS: [HeaderName; 11] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-ssl"),
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Returns the `Upgrade` value when the message asked for a protocol upgrade
+/// (`Connection: upgrade` and an `Upgrade` header).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut wants_upgrade = false;
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|option| {
+                let option = option.trim();
+                if option.eq_ignore_ascii_case("upgrade") {
+                    wants_upgrade = true;
+                }
+                HeaderName::from_bytes(option.as_bytes()).ok()
+            })
+            .collect();
+        for name in named {
+            if name != header::UPGRADE {
+                headers.remove(&name);
+            }
+        }
+    }
+    let upgrade = if wants_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// Marks a message as a protocol upgrade again after stripping.
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::UPGRADE, protocol);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
+/// Header names (in the normal form of `config::normalize_header_name`) that
+/// a client must never send upstream: the identity and secret headers that
+/// tokengate itself injects.
+#[derive(Debug, Clone, Default)]
+pub struct ProtectedNames {
+    normalized: Vec<String>,
+}
+
+impl ProtectedNames {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> ProtectedNames {
+        ProtectedNames {
+            normalized: names
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .map(crate::config::normalize_header_name)
+                .collect(),
+        }
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        self.normalized.iter().any(|n| same_normalized(name, n))
+    }
+
+    /// Removes every spelling (case, `_`, `.`) of the protected names.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        if self.normalized.is_empty() {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.covers(k.as_str()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
+/// `name` (already lower case, as `HeaderName` keeps it) equals `normalized`
+/// once `_` and `.` are read as `-`; no allocation.
+fn same_normalized(name: &str, normalized: &str) -> bool {
+    name.len() == normalized.len()
+        && name.bytes().zip(normalized.bytes()).all(|(a, b)| {
+            let a = match a {
+                b'_' | b'.' => b'-',
+                a => a.to_ascii_lowercase(),
+            };
+            a == b
+        })
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` (SPEC §5). From a trusted proxy the
+/// chain is extended and its proto/host kept; from anyone else they are
+/// replaced and other origin headers dropped.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    trusted_peer: bool,
+    scheme: &'static str,
+    client_host: Option<HeaderValue>,
+) {
+    if trusted_peer {
+        let mut chain = Vec::new();
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(v.as_bytes());
+        }
+        let value = if chain.is_empty() {
+            peer_ip.clone()
+        } else {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(peer_ip.as_bytes());
+            HeaderValue::from_bytes(&chain).unwrap_or_else(|_| peer_ip.clone())
+        };
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = client_host
+        {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    } else {
+        for name in &UNTRUSTED_ORIGIN_HEADERS {
+            headers.remove(name);
+        }
+        headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+        match client_host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, X-Secret-Thing"),
+            ("x-secret-thing", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn upgrade_is_reported() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(
+            strip_hop_by_hop(&mut h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert!(h.is_empty());
+        // An Upgrade header without Connection: upgrade is not a request to upgrade.
+        let mut h = map(&[("upgrade", "websocket")]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+    }
+
+    #[test]
+    fn every_spelling_of_a_protected_name_is_stripped() {
+        let names = ProtectedNames::new(["X-Remote-User"]);
+        let mut h = map(&[
+            ("x-remote-user", "a"),
+            ("X_Remote_User", "b"),
+            ("x.remote.user", "c"),
+            ("x-remote_user", "d"),
+            ("x-remote-users", "keep"),
+        ]);
+        names.strip(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-remote-users"));
+    }
+
+    #[test]
+    fn forwarded_from_untrusted_peer_is_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-original-url", "/admin"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.1"),
+            false,
+            "http",
+            None,
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x-original-url"));
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn forwarded_from_trusted_peer_is_extended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &HeaderValue::from_static("10.0.0.1"),
+            true,
+            "http",
+            Some(HeaderValue::from_static("jira.example.com")),
+        );
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "jira.example.com");
+    }
+}

@@ -1,0 +1,308 @@
+//! Forwarding to the upstream: the pooled client, request and response
+//! rewriting, timeouts, and HTTP Upgrade tunnels. Knows nothing of tokens.
+
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, UpstreamUrl};
+use crate::error::{ErrorReply, RespBody};
+use headers::ProtectedNames;
+
+/// Body of a request sent upstream: the client's, streamed, or one of ours.
+pub type ReqBody = Either<Incoming, Full<Bytes>>;
+
+/// The upstream failed us, or the request cannot be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    #[error("the upstream connection failed: {0}")]
+    Broken(String),
+    #[error("the upstream did not answer within {0} ms")]
+    Timeout(u128),
+    #[error("the request target cannot be forwarded: {0}")]
+    BadTarget(&'static str),
+}
+
+impl From<ProxyError> for ErrorReply {
+    fn from(e: ProxyError) -> ErrorReply {
+        match e {
+            ProxyError::Connect(_) | ProxyError::Broken(_) => ErrorReply::new(
+                StatusCode::BAD_GATEWAY,
+                "The upstream server could not be reached or failed to answer",
+            ),
+            ProxyError::Timeout(_) => ErrorReply::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The upstream server did not answer in time",
+            ),
+            ProxyError::BadTarget(why) => ErrorReply::new(StatusCode::BAD_REQUEST, why),
+        }
+    }
+}
+
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Where an upgraded connection's tunnel runs; cancelled at shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct Tunnels {
+    pub tracker: TaskTracker,
+    pub cancel: CancellationToken,
+}
+
+/// How the client reached us, for `X-Forwarded-*`.
+pub struct Origin<'a> {
+    pub peer_ip: &'a HeaderValue,
+    pub trusted_peer: bool,
+    pub scheme: &'static str,
+}
+
+/// A small JSON answer of the upstream (identity look-ups).
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The upstream and a keep-alive pool of connections to it.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, ReqBody>,
+    url: UpstreamUrl,
+    host: HeaderValue,
+    preserve_host: bool,
+    response_timeout: Duration,
+}
+
+const MAX_FETCH_BYTES: usize = 1024 * 1024;
+
+impl Upstream {
+    pub fn new(config: &Config) -> Result<Arc<Upstream>, String> {
+        let url = config.upstream_url()?;
+        let u = &config.upstream;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(u.connect_timeout_ms)));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+
+        let mut roots = rustls::RootCertStore::empty();
+        if u.ca_file.is_empty() {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        } else {
+            let certs = CertificateDer::pem_file_iter(&u.ca_file)
+                .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let host = HeaderValue::from_str(url.authority.as_str())
+            .map_err(|e| format!("[upstream] url: {e}"))?;
+        Ok(Arc::new(Upstream {
+            client,
+            url,
+            host,
+            preserve_host: u.preserve_host,
+            response_timeout: Duration::from_millis(u.response_timeout_ms),
+        }))
+    }
+
+    /// The upstream URI for a client's path and query, byte for byte: no
+    /// normalisation, `%2F`, `..` and `;` are the upstream's to judge.
+    fn uri_for(&self, pq: &PathAndQuery) -> Result<Uri, ProxyError> {
+        let pq = if self.url.path_prefix.is_empty() {
+            pq.clone()
+        } else {
+            let mut joined = String::with_capacity(self.url.path_prefix.len() + pq.as_str().len());
+            joined.push_str(&self.url.path_prefix);
+            joined.push_str(pq.as_str());
+            PathAndQuery::from_maybe_shared(Bytes::from(joined))
+                .map_err(|_| ProxyError::BadTarget("the request path is not valid"))?
+        };
+        Uri::builder()
+            .scheme(self.url.scheme.clone())
+            .authority(self.url.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| ProxyError::BadTarget("the request path is not valid"))
+    }
+
+    /// Rewrites a client request for the upstream: target URI, `Host`,
+    /// hop-by-hop headers, protected identity headers, `X-Forwarded-*`.
+    /// Returns the `Upgrade` protocol when the client asked for one.
+    pub fn rewrite(
+        &self,
+        req: &mut Request<Incoming>,
+        origin: &Origin<'_>,
+        protected: &ProtectedNames,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::BadTarget("CONNECT is not supported"));
+        }
+        let pq = match req.uri().path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+            _ => {
+                return Err(ProxyError::BadTarget(
+                    "only origin-form request targets are forwarded",
+                ));
+            }
+        };
+        let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        *req.uri_mut() = self.uri_for(&pq)?;
+        let upgrade = headers::strip_hop_by_hop(req.headers_mut());
+        // Upgrade exists in HTTP/1.1 only.
+        let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
+        // The upstream connection is HTTP/1.1 whatever the client spoke.
+        *req.version_mut() = Version::HTTP_11;
+        let h = req.headers_mut();
+        protected.strip(h);
+        headers::set_forwarded(
+            h,
+            origin.peer_ip,
+            origin.trusted_peer,
+            origin.scheme,
+            client_host.clone(),
+        );
+        let host = match (self.preserve_host, client_host) {
+            (true, Some(client)) => client,
+            _ => self.host.clone(),
+        };
+        h.insert(header::HOST, host);
+        if let Some(protocol) = &upgrade {
+            headers::set_upgrade(h, protocol.clone());
+        }
+        Ok(upgrade)
+    }
+
+    async fn send(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::Timeout(self.response_timeout.as_millis())),
+            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(describe(&e))),
+            Ok(Err(e)) => Err(ProxyError::Broken(describe(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Forwards a rewritten request; the bodies stream both ways. A `101`
+    /// answer to an upgrade request turns the two connections into a tunnel.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        upgrade: Option<HeaderValue>,
+        tunnels: &Tunnels,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let mut resp = self.send(req.map(Either::Left)).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_side) = client_side else {
+                return Err(ProxyError::Broken(
+                    "101 Switching Protocols without an upgrade request".into(),
+                ));
+            };
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            let protocol = resp.headers().get(header::UPGRADE).cloned();
+            let cancel = tunnels.cancel.clone();
+            tunnels.tracker.spawn(async move {
+                let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) else {
+                    tracing::debug!("upgrade did not complete");
+                    return;
+                };
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(e) = r { tracing::debug!(error = %e, "tunnel closed with an error"); }
+                    }
+                    _ = cancel.cancelled() => {}
+                }
+            });
+            headers::strip_hop_by_hop(resp.headers_mut());
+            if let Some(protocol) = protocol {
+                headers::set_upgrade(resp.headers_mut(), protocol);
+            }
+            return Ok(resp.map(|_| Either::Right(Full::new(Bytes::new()))));
+        }
+        headers::strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(Either::Left))
+    }
+
+    /// A small GET of tokengate's own to the upstream (identity checks).
+    pub async fn fetch(
+        &self,
+        path_and_query: &str,
+        headers: HeaderMap,
+    ) -> Result<Fetched, ProxyError> {
+        let pq = PathAndQuery::try_from(path_and_query)
+            .map_err(|_| ProxyError::BadTarget("bad look-up path"))?;
+        let mut req = Request::new(Either::Right(Full::new(Bytes::new())));
+        *req.uri_mut() = self.uri_for(&pq)?;
+        *req.headers_mut() = headers;
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let resp = self.send(req).await?;
+        let (parts, body) = resp.into_parts();
+        let body = Limited::new(body, MAX_FETCH_BYTES)
+            .collect()
+            .await
+            .map_err(|e| ProxyError::Broken(format!("reading a look-up answer: {e}")))?
+            .to_bytes();
+        Ok(Fetched {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
