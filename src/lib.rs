@@ -10,3 +10,5 @@ pub mod error;
 pub mod net;
 pub mod proxy;
 pub mod server;
+pub mod metrics;
+pub mod auth;

@@ -1,0 +1,283 @@
+//! Who is calling, and may they: reading the `Authorization` header, checking
+//! tokens, the credential swap, lockout and throttling, and the identity
+//! look-ups of management API callers.
+
+pub mod identity;
+pub mod lockout;
+pub mod swap;
+pub mod throttle;
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HeaderValue};
+
+use crate::store::{AuthEntry, Store, StoreError};
+use crate::token::{TokenFormat, TokenHash};
+
+/// Base64 as browsers and curl send it; padding optional.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A token as presented by a client; `Debug` redacts it.
+pub struct PresentedToken(String);
+
+impl PresentedToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PresentedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresentedToken([REDACTED])")
+    }
+}
+
+/// What the `Authorization` header carries, in the rows of SPEC §1.
+#[derive(Debug)]
+pub enum Credential {
+    /// No `Authorization` header.
+    None,
+    /// `Bearer <token>` (user `None`) or `Basic user:<token>`.
+    Token {
+        user: Option<String>,
+        token: PresentedToken,
+    },
+    /// `Basic user:password` where the password is not token-shaped.
+    Password { user: String },
+    /// Any other scheme, or a Bearer value that is not ours (an Atlassian
+    /// personal access token, say): the upstream's business.
+    OtherScheme,
+    /// An `Authorization` header that cannot be read (bad Base64, no `:`,
+    /// several headers): refused like a bad token.
+    Unreadable,
+}
+
+/// Reads the `Authorization` header; allocation only for what it returns.
+pub fn credential(headers: &HeaderMap, format: &TokenFormat) -> Credential {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Credential::None;
+    };
+    if values.next().is_some() {
+        return Credential::Unreadable;
+    }
+    parse_authorization(value, format)
+}
+
+fn parse_authorization(value: &HeaderValue, format: &TokenFormat) -> Credential {
+    let Ok(text) = value.to_str() else {
+        return Credential::Unreadable;
+    };
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let rest = rest.trim_start();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return if format.is_token_shaped(rest) {
+            Credential::Token {
+                user: None,
+                token: PresentedToken(rest.to_string()),
+            }
+        } else {
+            Credential::OtherScheme
+        };
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Credential::OtherScheme;
+    }
+    let Ok(decoded) = BASE64.decode(rest) else {
+        return Credential::Unreadable;
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return Credential::Unreadable;
+    };
+    let Some((user, secret)) = decoded.split_once(':') else {
+        return Credential::Unreadable;
+    };
+    if format.is_token_shaped(secret) {
+        Credential::Token {
+            user: (!user.is_empty()).then(|| user.to_string()),
+            token: PresentedToken(secret.to_string()),
+        }
+    } else if user.is_empty() || user.chars().any(char::is_control) {
+        Credential::Unreadable
+    } else {
+        Credential::Password {
+            user: user.to_string(),
+        }
+    }
+}
+
+/// Why a presented token was refused. The client always gets the same 401;
+/// the difference goes to the audit log and metrics only.
+#[derive(Debug, Clone)]
+pub enum TokenRefusal {
+    /// Wrong length, alphabet or checksum: the store was not consulted.
+    Malformed,
+    /// Well-formed but not in the store (never issued, or revoked).
+    Unknown,
+    Expired(AuthEntry),
+    /// Basic `user:token` where `user` is not the token's owner.
+    WrongUser(AuthEntry),
+    /// The store failed: fail closed.
+    Store(StoreError),
+}
+
+impl TokenRefusal {
+    /// Label value for `tokengate_auth_decisions_total{result}`.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            TokenRefusal::Malformed | TokenRefusal::Unknown => "invalid",
+            TokenRefusal::Expired(_) => "expired",
+            TokenRefusal::WrongUser(_) => "wrong_user",
+            TokenRefusal::Store(_) => "store_unavailable",
+        }
+    }
+
+    /// The reason written to the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenRefusal::Malformed => "malformed_token",
+            TokenRefusal::Unknown => "unknown_token",
+            TokenRefusal::Expired(_) => "expired_token",
+            TokenRefusal::WrongUser(_) => "wrong_user",
+            TokenRefusal::Store(_) => "store_unavailable",
+        }
+    }
+
+    /// The token's entry, when the store knew it.
+    pub fn entry(&self) -> Option<&AuthEntry> {
+        match self {
+            TokenRefusal::Expired(e) | TokenRefusal::WrongUser(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The token check of SPEC §1: checksum first (no store access for a
+/// malformed token), then one lookup by SHA-256, expiry, and for Basic the
+/// owner's username (case-insensitive).
+pub fn verify_token(
+    store: &Store,
+    format: &TokenFormat,
+    user: Option<&str>,
+    token: &PresentedToken,
+    now_ms: u64,
+) -> Result<AuthEntry, TokenRefusal> {
+    if format.check(token.expose()).is_err() {
+        return Err(TokenRefusal::Malformed);
+    }
+    let entry = match store.lookup(&TokenHash::of(token.expose())) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Err(TokenRefusal::Unknown),
+        Err(e) => return Err(TokenRefusal::Store(e)),
+    };
+    if entry.is_expired(now_ms) {
+        return Err(TokenRefusal::Expired(entry));
+    }
+    if let Some(user) = user
+        && !same_user(user, &entry.user_name)
+    {
+        return Err(TokenRefusal::WrongUser(entry));
+    }
+    Ok(entry)
+}
+
+/// Usernames compare case-insensitively, as Jira and Confluence do.
+pub fn same_user(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+        || (!a.is_ascii() || !b.is_ascii()) && a.to_lowercase() == b.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    fn basic(s: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    }
+
+    #[test]
+    fn rows_of_the_request_flow() {
+        let f = TokenFormat::new("tg");
+        assert!(matches!(
+            credential(&HeaderMap::new(), &f),
+            Credential::None
+        ));
+        assert!(matches!(
+            credential(&headers("Bearer tg_abc"), &f),
+            Credential::Token { user: None, .. }
+        ));
+        match credential(&headers(&basic("alice:tg_abc")), &f) {
+            Credential::Token { user, token } => {
+                assert_eq!(user.as_deref(), Some("alice"));
+                assert_eq!(token.expose(), "tg_abc");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(credential(&headers(&basic("alice:secret")), &f), Credential::Password { user } if user == "alice")
+        );
+        assert!(matches!(
+            credential(&headers("Bearer NjM4Mz-pat"), &f),
+            Credential::OtherScheme
+        ));
+        assert!(matches!(
+            credential(&headers("Negotiate abc"), &f),
+            Credential::OtherScheme
+        ));
+        assert!(matches!(
+            credential(&headers("Basic !!!"), &f),
+            Credential::Unreadable
+        ));
+        assert!(matches!(
+            credential(&headers(&basic("nocolon")), &f),
+            Credential::Unreadable
+        ));
+        assert!(matches!(
+            credential(&headers(&basic(":password")), &f),
+            Credential::Unreadable
+        ));
+        // The password may itself contain ':'.
+        assert!(matches!(
+            credential(&headers(&basic("bob:a:b")), &f),
+            Credential::Password { .. }
+        ));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_unreadable() {
+        let f = TokenFormat::new("tg");
+        let mut h = headers("Bearer tg_x");
+        h.append(AUTHORIZATION, HeaderValue::from_static("Basic eDp5"));
+        assert!(matches!(credential(&h, &f), Credential::Unreadable));
+    }
+
+    #[test]
+    fn presented_token_debug_redacts() {
+        let t = PresentedToken("tg_secret".into());
+        assert!(!format!("{t:?}").contains("secret"));
+    }
+
+    #[test]
+    fn usernames_compare_case_insensitively() {
+        assert!(same_user("Alice", "alice"));
+        assert!(same_user("ÄRGER", "ärger"));
+        assert!(!same_user("alice", "alicia"));
+    }
+}
