@@ -1,14 +1,251 @@
-//! tokengate: an API-token authentication gateway in front of Jira and Confluence.
+//! tokengate: an API-token authentication gateway in front of Jira and
+//! Confluence Data Center.
+//!
+//! [`run`] serves until a shutdown future completes; [`start`] returns a
+//! handle with the bound addresses, for tests and the demo.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
-pub mod secret;
-pub mod token;
-pub mod store;
+pub mod demo;
 pub mod error;
+pub mod gateway;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod secret;
 pub mod server;
-pub mod metrics;
-pub mod auth;
+pub mod store;
+pub mod token;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::identity::IdentityResolver;
+use crate::auth::lockout::Lockout;
+use crate::auth::swap::CredentialSwap;
+use crate::auth::throttle::IpThrottle;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::gateway::{Gateway, Live};
+use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
+use crate::proxy::{Tunnels, Upstream};
+use crate::store::{Store, StoreError};
+use crate::token::TokenFormat;
+
+/// Looks up an environment variable (the process environment in production).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What the embedding program may replace: the clock and the environment.
+#[derive(Clone)]
+pub struct Options {
+    pub clock: SharedClock,
+    pub env: EnvLookup,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(SystemClock),
+            env: Arc::new(|var| std::env::var(var).ok()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A running gateway.
+pub struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The public listener's address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to
+    /// `shutdown_grace_ms`), writes `lastAccessed` and closes the store.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.done.await;
+    }
+}
+
+/// Runs the gateway until `shutdown` completes, then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let running = start(config, Options::default()).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(config: Config, options: Options) -> Result<Running, StartError> {
+    let secrets = config.secrets_with(&*options.env).map_err(|problems| {
+        StartError::Config(
+            problems
+                .into_iter()
+                .map(|(t, k, m)| format!("[{t}] {k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let clock = options.clock.clone();
+    let upstream = Upstream::new(&config).map_err(StartError::Config)?;
+    let swap = CredentialSwap::new(&config, &secrets).map_err(StartError::Config)?;
+    let identity = IdentityResolver::new(&config, &secrets, upstream.clone(), clock.clone())
+        .map_err(StartError::Config)?;
+    let tls = match (
+        config.server.tls_cert.as_str(),
+        config.server.tls_key.as_str(),
+    ) {
+        ("", "") => None,
+        (cert, key) => Some(server::tls_acceptor(cert, key).map_err(StartError::Config)?),
+    };
+    let store = Arc::new(Store::open(&config.tokens.store_path)?);
+    let metrics = Arc::new(Metrics::new());
+    metrics.tokens.set(store.count().unwrap_or(0) as i64);
+
+    let listener = server::bind(config.server.listen).map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        source,
+    })?;
+
+    let live = Live {
+        throttle: Arc::new(IpThrottle::new(
+            config.auth.failures_per_ip_per_minute,
+            clock.clone(),
+        )),
+        tokens: config.tokens.clone(),
+        auth: config.auth.clone(),
+        swap,
+    };
+    let gateway = Arc::new(Gateway {
+        live: ArcSwap::from_pointee(live),
+        upstream,
+        store: store.clone(),
+        format: TokenFormat::new(&config.tokens.prefix),
+        lockout: Lockout::new(clock.clone()),
+        identity,
+        trusted: TrustedProxies::new(config.trusted_proxy_nets()),
+        tunnels: Tunnels::default(),
+        clock,
+        metrics,
+        public_url: Some(config.server.public_url.trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty()),
+        max_api_body: config.server.max_api_body_bytes,
+    });
+
+    let limits = server::Limits {
+        header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
+        max_header_bytes: config.server.max_header_bytes,
+    };
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone()));
+    let serving = tokio::spawn(server::serve(
+        listener,
+        tls,
+        gateway.clone(),
+        limits,
+        shutdown.clone(),
+        connections.clone(),
+    ));
+    tracing::info!(%addr, upstream = %config.upstream.url, "tokengate listening");
+
+    let done = tokio::spawn(async move {
+        let _ = serving.await;
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "connections still open after the shutdown grace period"
+            );
+        }
+        gateway.tunnels.cancel.cancel();
+        gateway.tunnels.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), gateway.tunnels.tracker.wait()).await;
+        let _ = housekeeping.await;
+        let store = gateway.store.clone();
+        drop(gateway);
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(())) => tracing::info!("store closed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+            Err(e) => tracing::error!(error = %e, "closing the store failed"),
+        }
+    });
+    Ok(Running {
+        addr,
+        shutdown,
+        done,
+    })
+}
+
+/// Periodic work: write `lastAccessed`, forget stale failure state.
+async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut last_flush = tokio::time::Instant::now();
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        let flush_every = Duration::from_millis(gw.live.load().tokens.last_access_flush_ms);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(flush_every.min(Duration::from_secs(1))) => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now.duration_since(last_flush) >= flush_every {
+            last_flush = now;
+            let store = gw.store.clone();
+            match tokio::task::spawn_blocking(move || store.flush_access()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "writing lastAccessed failed"),
+                Err(e) => tracing::error!(error = %e, "writing lastAccessed failed"),
+            }
+        }
+        gw.metrics
+            .last_access_pending
+            .set(gw.store.pending_access() as i64);
+        gw.metrics
+            .last_access_flush_age
+            .set(now.duration_since(last_flush).as_secs_f64());
+        if now.duration_since(last_sweep) >= Duration::from_secs(30) {
+            last_sweep = now;
+            let live = gw.live.load();
+            gw.lockout.sweep(live.auth.lockout_seconds);
+            live.throttle.sweep();
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Reading and checking JSON request bodies of the management API.
+
+use std::collections::BTreeMap;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Map, Value};
+
+use crate::error::ErrorReply;
+
+pub const MAX_DESCRIPTION_CHARS: usize = 255;
+
+/// The body as a JSON object: 415 unless `Content-Type` is JSON, 413 above
+/// `limit` bytes, 400 unless it is one JSON object.
+pub async fn json_object(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Map<String, Value>, ErrorReply> {
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ErrorReply::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The request body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let too_large = || {
+        ErrorReply::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("The request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(_) => {
+            return Err(ErrorReply::new(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read",
+            ));
+        }
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ErrorReply::new(
+            StatusCode::BAD_REQUEST,
+            "The request body must be a JSON object",
+        )),
+        Err(e) => Err(ErrorReply::new(
+            StatusCode::BAD_REQUEST,
+            format!("The request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// Adds an error for each field not in `known`.
+pub fn unknown_fields(
+    obj: &Map<String, Value>,
+    known: &[&str],
+    errors: &mut BTreeMap<String, String>,
+) {
+    for key in obj.keys() {
+        if !known.contains(&key.as_str()) {
+            errors.insert(
+                key.clone(),
+                format!("unknown field; expected one of {}", known.join(", ")),
+            );
+        }
+    }
+}
+
+/// `tokenDescription`: required, 1 to 255 characters, no control characters.
+pub fn description(
+    obj: &Map<String, Value>,
+    errors: &mut BTreeMap<String, String>,
+) -> Option<String> {
+    let field = "tokenDescription";
+    let problem = match obj.get(field) {
+        None | Some(Value::Null) => "is required",
+        Some(Value::String(s)) if s.trim().is_empty() => "must not be empty",
+        Some(Value::String(s)) if s.chars().count() > MAX_DESCRIPTION_CHARS => {
+            "must be at most 255 characters"
+        }
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            "must not contain control characters"
+        }
+        Some(Value::String(s)) => return Some(s.clone()),
+        Some(_) => "must be a string",
+    };
+    errors.insert(field.to_string(), problem.to_string());
+    None
+}
+
+/// An optional whole number in `min..=max`.
+pub fn optional_int(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+    errors: &mut BTreeMap<String, String>,
+) -> Option<u64> {
+    match obj.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                errors.insert(
+                    field.to_string(),
+                    format!("must be a whole number from {min} to {max}"),
+                );
+                None
+            }
+        },
+        Some(_) => {
+            errors.insert(
+                field.to_string(),
+                format!("must be a whole number from {min} to {max}"),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,894 @@
+//! The token-management REST API (SPEC §4), served by tokengate itself under
+//! `/rest/de.resolution.apitokenauth/{latest|1.0}/`. Nothing under that root
+//! is ever forwarded.
+
+mod body;
+pub mod validity;
+
+use std::collections::BTreeMap;
+
+use http::header::{ALLOW, AUTHORIZATION, HOST, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::auth::identity::{Creds, Identity, IdentityError};
+use crate::auth::{self, Credential};
+use crate::error::{ErrorReply, RespBody, empty_response, json_response};
+use crate::gateway::{Gateway, Live, RequestCtx, audit_failure, locked, unauthorized};
+use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::store::{Filter, InsertError, NewToken, Scope, StoreError, TokenRecord};
+use validity::Requested;
+
+pub const API_ROOT: &str = "/rest/de.resolution.apitokenauth";
+const MAX_PAGE_LIMIT: u64 = 50;
+
+/// Is this path ours? Compared case-insensitively, after percent-decoding and
+/// with repeated slashes folded, so no spelling of it reaches the upstream.
+pub fn is_api_path(path: &str) -> bool {
+    if path.starts_with(API_ROOT) {
+        return true;
+    }
+    // Only odd spellings need the slow path: escapes, doubled slashes, other case.
+    let odd = path.contains('%')
+        || path.contains("//")
+        || path
+            .as_bytes()
+            .windows(12)
+            .any(|w| w.eq_ignore_ascii_case(b"apitokenauth"));
+    if !odd {
+        return false;
+    }
+    let decoded = percent_decode_str(path)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
+    let mut folded = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        if !(c == '/' && folded.ends_with('/')) {
+            folded.push(c);
+        }
+    }
+    folded.starts_with(API_ROOT)
+}
+
+/// A management API caller.
+struct ApiCaller {
+    identity: Identity,
+    /// The caller's own `Authorization`, when they came with a password.
+    password_auth: Option<HeaderValue>,
+}
+
+impl ApiCaller {
+    fn creds(&self) -> Creds<'_> {
+        match &self.password_auth {
+            Some(h) => Creds::Caller(h),
+            None => Creds::Lookup,
+        }
+    }
+}
+
+enum Route {
+    Tokens,
+    Token(String),
+    DeleteAllFor(String),
+    TokensByFilter,
+    AuthTest,
+    FailedLogins(String),
+}
+
+impl Route {
+    fn methods(&self) -> &'static [Method] {
+        match self {
+            Route::Tokens => &[Method::GET, Method::POST],
+            Route::Token(_) => &[Method::PATCH, Method::DELETE],
+            Route::DeleteAllFor(_) | Route::FailedLogins(_) => &[Method::DELETE],
+            Route::TokensByFilter => &[Method::GET],
+            Route::AuthTest => &[Method::GET, Method::POST, Method::PUT],
+        }
+    }
+}
+
+fn route(path: &str) -> Option<Route> {
+    let rest = path.strip_prefix(API_ROOT)?.strip_prefix('/')?;
+    let (version, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    if version != "latest" && version != "1.0" {
+        return None;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let decoded = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    match segments.as_slice() {
+        ["user", "token"] | ["user", "token", ""] => Some(Route::Tokens),
+        ["user", "token", "deleteAllFor", key] if !key.is_empty() => {
+            decoded(key).map(Route::DeleteAllFor)
+        }
+        ["user", "token", id] => Some(Route::Token((*id).to_string())),
+        ["user", "tokensByFilter"] | ["user", "tokensByFilter", ""] => Some(Route::TokensByFilter),
+        ["user", "authTest"] | ["user", "authTest", ""] => Some(Route::AuthTest),
+        ["admin", "failedLogins", key] if !key.is_empty() => decoded(key).map(Route::FailedLogins),
+        _ => None,
+    }
+}
+
+/// Serves one management API request.
+pub async fn handle(gw: &Gateway, req: Request<Incoming>, ctx: &RequestCtx) -> Response<RespBody> {
+    let live = gw.live.load_full();
+    match serve(gw, req, ctx, &live).await {
+        Ok(resp) => resp,
+        Err(reply) => reply.into_response(),
+    }
+}
+
+async fn serve(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &RequestCtx,
+    live: &Live,
+) -> Result<Response<RespBody>, ErrorReply> {
+    let Some(route) = route(req.uri().path()) else {
+        return Err(ErrorReply::new(StatusCode::NOT_FOUND, "No such resource"));
+    };
+    if !route.methods().contains(req.method()) {
+        let allow = route
+            .methods()
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ErrorReply::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("Method {} is not allowed here", req.method()),
+        )
+        .with_header(
+            ALLOW,
+            HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("GET")),
+        ));
+    }
+    if let Route::AuthTest = route {
+        return Ok(auth_test(gw, &req, ctx, live).await);
+    }
+    let caller = authenticate(gw, req.headers(), ctx, live).await?;
+    match (route, req.method().clone()) {
+        (Route::Tokens, Method::GET) => list_tokens(gw, &caller),
+        (Route::Tokens, _) => create_token(gw, req, &caller, ctx, live).await,
+        (Route::Token(id), Method::PATCH) => update_token(gw, req, &caller, &id).await,
+        (Route::Token(id), _) => delete_token(gw, &caller, &id, ctx).await,
+        (Route::DeleteAllFor(key), _) => delete_all_for(gw, &caller, &key, ctx).await,
+        (Route::TokensByFilter, _) => tokens_by_filter(gw, &req, &caller, ctx).await,
+        (Route::FailedLogins(key), _) => clear_failed_logins(gw, &caller, &key, ctx).await,
+        (Route::AuthTest, _) => Err(ErrorReply::new(StatusCode::NOT_FOUND, "No such resource")),
+    }
+}
+
+/// Who is calling: a token (Basic `user:token` or Bearer) or a password
+/// checked against the upstream. Failures count like on proxied requests.
+async fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    ctx: &RequestCtx,
+    live: &Live,
+) -> Result<ApiCaller, ErrorReply> {
+    match auth::credential(headers, &gw.format) {
+        Credential::None => Err(ErrorReply {
+            messages: vec![
+                "Authentication required: use Basic user:password or an API token".into(),
+            ],
+            ..unauthorized()
+        }),
+        Credential::OtherScheme => {
+            audit_failure(ctx, None, None, None, "unsupported_scheme_on_api");
+            Err(unauthorized())
+        }
+        Credential::Unreadable => Err(gw.failed(ctx, live, None, None, "unreadable_authorization")),
+        Credential::Token { user, token } => {
+            let entry = gw.check_token(user.as_deref(), &token, ctx, live)?;
+            gw.store.touch(entry.id, gw.clock.now_ms());
+            let is_admin = gw
+                .identity
+                .token_owner_is_admin(&entry.user_key, &live.auth)
+                .await
+                .map_err(|e| identity_failed(e, ctx))?;
+            Ok(ApiCaller {
+                identity: Identity {
+                    key: entry.user_key,
+                    name: entry.user_name,
+                    is_admin,
+                },
+                password_auth: None,
+            })
+        }
+        Credential::Password { user } => {
+            if let Some(lock) = gw.lockout.locked(&user) {
+                audit_failure(ctx, Some(&user), None, None, "locked");
+                return Err(locked(lock, gw.clock.now_ms()));
+            }
+            let header = headers
+                .get(AUTHORIZATION)
+                .cloned()
+                .ok_or_else(unauthorized)?;
+            match gw.identity.by_password(&header, &live.auth).await {
+                Ok(identity) => {
+                    gw.lockout.success(&user);
+                    Ok(ApiCaller {
+                        identity: (*identity).clone(),
+                        password_auth: Some(header),
+                    })
+                }
+                Err(IdentityError::BadCredentials) => {
+                    Err(gw.failed(ctx, live, Some(&user), None, "wrong_password"))
+                }
+                Err(e) => Err(identity_failed(e, ctx)),
+            }
+        }
+    }
+}
+
+fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
+    match e {
+        IdentityError::BadCredentials => unauthorized(),
+        IdentityError::Denied { reason } => {
+            let mut reply = ErrorReply::new(StatusCode::FORBIDDEN, "The upstream denied the login");
+            if let Ok(v) = HeaderValue::from_str(&reason) {
+                reply = reply.with_header(
+                    http::header::HeaderName::from_static("x-authentication-denied-reason"),
+                    v,
+                );
+            }
+            reply
+        }
+        IdentityError::NoLookupAccount => ErrorReply::new(
+            StatusCode::BAD_REQUEST,
+            "Looking up other users needs Basic user:password here, or upstream.lookup_user in the gateway's configuration",
+        ),
+        IdentityError::Upstream(e) => {
+            tracing::warn!(error = %e, request_id = ctx.request_id(), "identity look-up failed");
+            ErrorReply::from(e)
+        }
+        IdentityError::Unexpected(what) => {
+            tracing::warn!(
+                what,
+                request_id = ctx.request_id(),
+                "unexpected identity answer from the upstream"
+            );
+            ErrorReply::new(
+                StatusCode::BAD_GATEWAY,
+                "The upstream gave an unexpected answer",
+            )
+        }
+    }
+}
+
+fn store_failed(e: StoreError) -> ErrorReply {
+    tracing::error!(error = %e, "token store failed");
+    ErrorReply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The token store is unavailable; please try again later",
+    )
+}
+
+fn forbidden(message: &str) -> ErrorReply {
+    ErrorReply::new(StatusCode::FORBIDDEN, message)
+}
+
+fn admin_only(caller: &ApiCaller) -> Result<(), ErrorReply> {
+    if caller.identity.is_admin {
+        Ok(())
+    } else {
+        Err(forbidden("Only system administrators may do this"))
+    }
+}
+
+fn parse_id(raw: &str) -> Result<u64, ErrorReply> {
+    raw.parse::<u64>().map_err(|_| {
+        let mut f = BTreeMap::new();
+        f.insert(
+            "id".to_string(),
+            format!("{raw:?} is not a token id (a whole number)"),
+        );
+        ErrorReply::fields(f)
+    })
+}
+
+fn no_such_token() -> ErrorReply {
+    ErrorReply::new(StatusCode::NOT_FOUND, "No such token")
+}
+
+/// A token as `GET /user/token` lists it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    created: u64,
+    description: String,
+    id: u64,
+    last_accessed: u64,
+    valid_until: u64,
+    token_scope: u8,
+}
+
+impl From<TokenRecord> for Listed {
+    fn from(r: TokenRecord) -> Listed {
+        Listed {
+            created: r.created,
+            description: r.description,
+            id: r.id,
+            last_accessed: r.last_accessed,
+            valid_until: r.valid_until,
+            token_scope: r.scope.code(),
+        }
+    }
+}
+
+/// A token as `tokensByFilter` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Filtered {
+    created: u64,
+    description: String,
+    id: u64,
+    last_accessed: u64,
+    token_created_by_user_key: String,
+    token_for_user_key: String,
+    valid_until: u64,
+    token_scope: u8,
+}
+
+impl From<TokenRecord> for Filtered {
+    fn from(r: TokenRecord) -> Filtered {
+        Filtered {
+            created: r.created,
+            description: r.description,
+            id: r.id,
+            last_accessed: r.last_accessed,
+            token_created_by_user_key: r.created_by,
+            token_for_user_key: r.user_key,
+            valid_until: r.valid_until,
+            token_scope: r.scope.code(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    id: u64,
+    plain_text_token: String,
+    token_description: String,
+    token_expiration_date_time: Option<String>,
+    token_expiration_date_time_millis: u64,
+    token_scope: u8,
+    token_for_user_key: String,
+}
+
+fn list_tokens(gw: &Gateway, caller: &ApiCaller) -> Result<Response<RespBody>, ErrorReply> {
+    let tokens = gw
+        .store
+        .list_user(&caller.identity.key)
+        .map_err(store_failed)?;
+    let listed: Vec<Listed> = tokens.into_iter().map(Listed::from).collect();
+    Ok(json_response(StatusCode::OK, &listed))
+}
+
+/// What a create request asked for, validated.
+struct CreateRequest {
+    description: String,
+    requested: Requested,
+    scope: Option<Scope>,
+    for_user_key: Option<String>,
+}
+
+fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, ErrorReply> {
+    let mut errors = BTreeMap::new();
+    body::unknown_fields(
+        obj,
+        &[
+            "tokenDescription",
+            "tokenValidityTimeInMonths",
+            "tokenExpirationDateTime",
+            "tokenScope",
+            "tokenForUserKey",
+        ],
+        &mut errors,
+    );
+    let description = body::description(obj, &mut errors);
+    let months = body::optional_int(obj, "tokenValidityTimeInMonths", 1, 1200, &mut errors);
+    let until = match obj.get("tokenExpirationDateTime") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match validity::parse_expiry(s) {
+            Some(ms) => Some(ms),
+            None => {
+                errors.insert(
+                    "tokenExpirationDateTime".into(),
+                    "must be an ISO 8601 date-time such as 2027-01-31T12:00:00Z, or a date such as 2027-01-31".into(),
+                );
+                None
+            }
+        },
+        Some(_) => {
+            errors.insert("tokenExpirationDateTime".into(), "must be a string".into());
+            None
+        }
+    };
+    let scope = body::optional_int(obj, "tokenScope", 1, 2, &mut errors)
+        .and_then(|c| Scope::from_code(c as i64));
+    let for_user_key = match obj.get("tokenForUserKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => Some(s.clone()),
+        Some(_) => {
+            errors.insert(
+                "tokenForUserKey".into(),
+                "must be a non-empty user key".into(),
+            );
+            None
+        }
+    };
+    if months.is_some() && until.is_some() {
+        errors.insert(
+            "tokenExpirationDateTime".into(),
+            "give either tokenValidityTimeInMonths or tokenExpirationDateTime, not both".into(),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(ErrorReply::fields(errors));
+    }
+    let requested = match (months, until) {
+        (Some(m), _) => Requested::Months(m as u32),
+        (None, Some(u)) => Requested::Until(u),
+        (None, None) => Requested::Default,
+    };
+    Ok(CreateRequest {
+        description: description.unwrap_or_default(),
+        requested,
+        scope,
+        for_user_key,
+    })
+}
+
+async fn create_token(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    caller: &ApiCaller,
+    ctx: &RequestCtx,
+    live: &Live,
+) -> Result<Response<RespBody>, ErrorReply> {
+    let obj = body::json_object(req, gw.max_api_body).await?;
+    let asked = parse_create(&obj)?;
+    // For whom: the caller, or (admins only) the user named by key.
+    let (user_key, user_name, for_other) = match asked.for_user_key {
+        Some(key) if key != caller.identity.key => {
+            admin_only(caller).map_err(|_| {
+                forbidden("Only system administrators may create tokens for other users")
+            })?;
+            let name = gw
+                .identity
+                .username_for_key(&key, caller.creds())
+                .await
+                .map_err(|e| identity_failed(e, ctx))?;
+            let Some(name) = name else {
+                let mut f = BTreeMap::new();
+                f.insert(
+                    "tokenForUserKey".to_string(),
+                    format!("no user with the key {key:?}"),
+                );
+                return Err(ErrorReply::fields(f));
+            };
+            (key, name, true)
+        }
+        _ => (
+            caller.identity.key.clone(),
+            caller.identity.name.clone(),
+            false,
+        ),
+    };
+    if user_name.chars().any(char::is_control) {
+        return Err(ErrorReply::new(
+            StatusCode::BAD_REQUEST,
+            "This username cannot be used with tokens",
+        ));
+    }
+    let now = gw.clock.now_ms();
+    let valid_until = validity::valid_until(now, asked.requested, &live.tokens, for_other)
+        .map_err(|r| {
+            let mut f = BTreeMap::new();
+            f.insert(r.field.to_string(), r.message);
+            ErrorReply::fields(f)
+        })?;
+    let scope = if live.tokens.force_read_only {
+        Scope::ReadOnly
+    } else {
+        asked.scope.unwrap_or(Scope::ReadWrite)
+    };
+    let plain = gw.format.generate().map_err(|e| {
+        tracing::error!(error = %e, "no randomness for a new token");
+        ErrorReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cannot create a token right now",
+        )
+    })?;
+    let new = NewToken {
+        hash: plain.hash(),
+        description: asked.description,
+        user_key: user_key.clone(),
+        user_name,
+        created_by: caller.identity.key.clone(),
+        created: now,
+        valid_until,
+        scope,
+    };
+    let record = match gw.store.create(new, live.tokens.max_tokens_per_user).await {
+        Ok(r) => r,
+        Err(InsertError::LimitReached(n)) => {
+            return Err(forbidden(&format!(
+                "The user already has {n} tokens, the maximum; delete one first"
+            )));
+        }
+        Err(InsertError::Store(e)) => return Err(store_failed(e)),
+    };
+    gw.metrics.tokens.inc();
+    tracing::info!(
+        target: "audit",
+        event = "token_created",
+        token_id = record.id,
+        user_key = %record.user_key,
+        by_user_key = %caller.identity.key,
+        valid_until = record.valid_until,
+        scope = record.scope.code(),
+        client_ip = %ctx.client_ip,
+        request_id = ctx.request_id(),
+        "token created"
+    );
+    let created = Created {
+        id: record.id,
+        plain_text_token: plain.expose().to_string(),
+        token_description: record.description,
+        token_expiration_date_time: (record.valid_until != 0)
+            .then(|| validity::format_ms(record.valid_until))
+            .flatten(),
+        token_expiration_date_time_millis: record.valid_until,
+        token_scope: record.scope.code(),
+        token_for_user_key: record.user_key,
+    };
+    Ok(json_response(StatusCode::OK, &created))
+}
+
+async fn update_token(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    caller: &ApiCaller,
+    raw_id: &str,
+) -> Result<Response<RespBody>, ErrorReply> {
+    let id = parse_id(raw_id)?;
+    let obj = body::json_object(req, gw.max_api_body).await?;
+    let mut errors = BTreeMap::new();
+    body::unknown_fields(&obj, &["tokenDescription"], &mut errors);
+    let description = body::description(&obj, &mut errors);
+    if !errors.is_empty() {
+        return Err(ErrorReply::fields(errors));
+    }
+    let description = description.unwrap_or_default();
+    let owned = gw.store.get(id).map_err(store_failed)?;
+    match owned {
+        Some(r) if r.user_key == caller.identity.key => {}
+        _ => return Err(no_such_token()),
+    }
+    let updated = gw
+        .store
+        .update_description(id, &description)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(no_such_token)?;
+    tracing::info!(target: "audit", event = "token_updated", token_id = id, user_key = %caller.identity.key, "token description changed");
+    Ok(json_response(StatusCode::OK, &Listed::from(updated)))
+}
+
+async fn delete_token(
+    gw: &Gateway,
+    caller: &ApiCaller,
+    raw_id: &str,
+    ctx: &RequestCtx,
+) -> Result<Response<RespBody>, ErrorReply> {
+    let id = parse_id(raw_id)?;
+    let existing = gw.store.get(id).map_err(store_failed)?;
+    match existing {
+        Some(r) if r.user_key == caller.identity.key || caller.identity.is_admin => {}
+        _ => return Err(no_such_token()),
+    }
+    let deleted = gw
+        .store
+        .delete(id)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(no_such_token)?;
+    gw.metrics.tokens.dec();
+    tracing::info!(
+        target: "audit",
+        event = "token_deleted",
+        token_id = id,
+        user_key = %deleted.user_key,
+        by_user_key = %caller.identity.key,
+        client_ip = %ctx.client_ip,
+        request_id = ctx.request_id(),
+        "token deleted"
+    );
+    Ok(json_response(StatusCode::OK, &true))
+}
+
+async fn delete_all_for(
+    gw: &Gateway,
+    caller: &ApiCaller,
+    user_key: &str,
+    ctx: &RequestCtx,
+) -> Result<Response<RespBody>, ErrorReply> {
+    admin_only(caller)?;
+    let n = gw.store.delete_user(user_key).await.map_err(store_failed)?;
+    gw.metrics.tokens.dec_by(n as i64);
+    tracing::info!(
+        target: "audit",
+        event = "tokens_deleted_for_user",
+        user_key,
+        count = n,
+        by_user_key = %caller.identity.key,
+        client_ip = %ctx.client_ip,
+        request_id = ctx.request_id(),
+        "all tokens of a user deleted"
+    );
+    Ok(json_response(StatusCode::OK, &n))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageLinks {
+    base_url: String,
+    next_page: String,
+    previous_page: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageOut {
+    content: Vec<Filtered>,
+    current_page: u64,
+    limit: u64,
+    offset: u64,
+    pagination_links: PageLinks,
+    total: u64,
+    total_pages: u64,
+}
+
+/// `tokensByFilter` query parameters, validated.
+struct FilterQuery {
+    not_valid_after: Option<i64>,
+    page: u64,
+    limit: u64,
+    users: Vec<String>,
+    description: Option<String>,
+    scope: Option<Scope>,
+}
+
+impl FilterQuery {
+    fn parse(query: Option<&str>) -> Result<FilterQuery, ErrorReply> {
+        let mut q = FilterQuery {
+            not_valid_after: None,
+            page: 0,
+            limit: MAX_PAGE_LIMIT,
+            users: Vec::new(),
+            description: None,
+            scope: None,
+        };
+        let mut errors = BTreeMap::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = form_decode(k);
+            let v = form_decode(v);
+            let mut number = |field: &str, min: i64| -> Option<i64> {
+                match v.trim().parse::<i64>() {
+                    Ok(n) if n >= min => Some(n),
+                    _ => {
+                        errors.insert(field.to_string(), format!("must be a whole number ≥ {min}"));
+                        None
+                    }
+                }
+            };
+            match k.as_str() {
+                "notValidAfter" => q.not_valid_after = number("notValidAfter", -1),
+                "page" => q.page = number("page", 0).unwrap_or(0) as u64,
+                "limit" => q.limit = (number("limit", 1).unwrap_or(1) as u64).min(MAX_PAGE_LIMIT),
+                "userFilter" if !v.is_empty() => q.users.push(v),
+                "userFilter" => {}
+                "descriptionFilter" => q.description = (!v.is_empty()).then_some(v),
+                "tokenScope" => match number("tokenScope", 1).and_then(Scope::from_code) {
+                    Some(s) => q.scope = Some(s),
+                    None => {
+                        errors.insert(
+                            "tokenScope".into(),
+                            "must be 1 (read-only) or 2 (read-write)".into(),
+                        );
+                    }
+                },
+                other => {
+                    errors.insert(other.to_string(), "unknown query parameter".into());
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(q)
+        } else {
+            Err(ErrorReply::fields(errors))
+        }
+    }
+
+    fn filter(&self) -> Filter {
+        Filter {
+            not_valid_after: self.not_valid_after.filter(|&n| n >= 0).map(|n| n as u64),
+            user_keys: self.users.clone(),
+            description: self.description.as_ref().map(|d| d.to_lowercase()),
+            scope: self.scope,
+        }
+    }
+
+    /// The query string of another page with the same filters.
+    fn link(&self, base: &str, path: &str, page: u64) -> String {
+        let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        let mut url = format!("{base}{path}?page={page}&limit={}", self.limit);
+        if let Some(n) = self.not_valid_after {
+            url.push_str(&format!("&notValidAfter={n}"));
+        }
+        for u in &self.users {
+            url.push_str(&format!("&userFilter={}", enc(u)));
+        }
+        if let Some(d) = &self.description {
+            url.push_str(&format!("&descriptionFilter={}", enc(d)));
+        }
+        if let Some(s) = self.scope {
+            url.push_str(&format!("&tokenScope={}", s.code()));
+        }
+        url
+    }
+}
+
+fn form_decode(s: &str) -> String {
+    percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `paginationLinks.baseUrl`: `server.public_url`, else `scheme://Host` as the
+/// client (or a trusted proxy in front) sees it.
+fn base_url(gw: &Gateway, headers: &HeaderMap, ctx: &RequestCtx) -> String {
+    if let Some(url) = &gw.public_url {
+        return url.clone();
+    }
+    let forwarded = |name| {
+        ctx.trusted_peer
+            .then(|| {
+                headers
+                    .get(name)
+                    .and_then(|v: &HeaderValue| v.to_str().ok())
+            })
+            .flatten()
+            .and_then(|v: &str| v.split(',').next())
+            .map(|v| v.trim().to_string())
+    };
+    let scheme = forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| ctx.scheme.to_string());
+    let host = forwarded(&X_FORWARDED_HOST).or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
+    match host {
+        Some(host) => format!("{scheme}://{host}"),
+        None => String::new(),
+    }
+}
+
+async fn tokens_by_filter(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    caller: &ApiCaller,
+    ctx: &RequestCtx,
+) -> Result<Response<RespBody>, ErrorReply> {
+    admin_only(caller)?;
+    let q = FilterQuery::parse(req.uri().query())?;
+    let offset = q.page.saturating_mul(q.limit);
+    let page = gw
+        .store
+        .filter(q.filter(), offset, q.limit)
+        .await
+        .map_err(store_failed)?;
+    let base = base_url(gw, req.headers(), ctx);
+    let path = req.uri().path();
+    let total_pages = page.total.div_ceil(q.limit);
+    let next_page = if q.page + 1 < total_pages {
+        q.link(&base, path, q.page + 1)
+    } else {
+        String::new()
+    };
+    let previous_page = if q.page > 0 {
+        q.link(&base, path, (q.page - 1).min(total_pages.saturating_sub(1)))
+    } else {
+        String::new()
+    };
+    let out = PageOut {
+        content: page.items.into_iter().map(Filtered::from).collect(),
+        current_page: q.page,
+        limit: q.limit,
+        offset,
+        pagination_links: PageLinks {
+            base_url: base,
+            next_page,
+            previous_page,
+        },
+        total: page.total,
+        total_pages,
+    };
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+async fn clear_failed_logins(
+    gw: &Gateway,
+    caller: &ApiCaller,
+    user_key: &str,
+    ctx: &RequestCtx,
+) -> Result<Response<RespBody>, ErrorReply> {
+    admin_only(caller)?;
+    // Lockout is counted per username; the endpoint takes the user key.
+    let name = match gw.identity.username_for_key(user_key, caller.creds()).await {
+        Ok(name) => name,
+        Err(e) => {
+            tracing::debug!(error = %e, "user key look-up for a lockout reset failed; clearing by key only");
+            None
+        }
+    };
+    let mut cleared = gw.lockout.clear(user_key);
+    if let Some(name) = &name {
+        cleared |= gw.lockout.clear(name);
+    }
+    tracing::info!(
+        target: "audit",
+        event = "lockout_cleared",
+        user_key,
+        user = name.as_deref().unwrap_or(""),
+        was_locked = cleared,
+        by_user_key = %caller.identity.key,
+        client_ip = %ctx.client_ip,
+        request_id = ctx.request_id(),
+        "failed-login counter cleared"
+    );
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthTestOut {
+    is_successful_authentication: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authentication_failure_details: Option<String>,
+}
+
+async fn auth_test(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    ctx: &RequestCtx,
+    live: &Live,
+) -> Response<RespBody> {
+    let out = match authenticate(gw, req.headers(), ctx, live).await {
+        Ok(_) => AuthTestOut {
+            is_successful_authentication: true,
+            authentication_failure_details: None,
+        },
+        Err(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => {
+            return reply.into_response();
+        }
+        Err(reply) => AuthTestOut {
+            is_successful_authentication: false,
+            authentication_failure_details: Some(reply.messages.join("; ")),
+        },
+    };
+    json_response(StatusCode::OK, &out)
+}

@@ -1,0 +1,495 @@
+//! A simulated Jira or Confluence Data Center: enough of their REST API for
+//! the demo and the tests — who am I, permissions, user look-ups, a sample
+//! issue — with Basic passwords, personal access tokens, header-based SSO
+//! behind a shared secret, and a CAPTCHA after repeated failed logins.
+//!
+//! Every request it receives is recorded, so tests can prove what reached
+//! the upstream and what did not.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Product;
+
+#[derive(Debug, Clone)]
+pub struct SimUser {
+    pub name: String,
+    pub key: String,
+    pub password: String,
+    pub display_name: String,
+    pub groups: Vec<String>,
+    pub sysadmin: bool,
+}
+
+impl SimUser {
+    pub fn new(name: &str, key: &str, password: &str, sysadmin: bool) -> SimUser {
+        let mut groups = vec![
+            "jira-software-users".to_string(),
+            "confluence-users".to_string(),
+        ];
+        if sysadmin {
+            groups.push("jira-administrators".into());
+            groups.push("confluence-administrators".into());
+        }
+        SimUser {
+            name: name.into(),
+            key: key.into(),
+            password: password.into(),
+            display_name: format!("{}{}", name[..1].to_uppercase(), &name[1..]),
+            groups,
+            sysadmin,
+        }
+    }
+}
+
+/// The users of the demo: `admin`/`admin` (system administrator) and
+/// `alice`/`alice`, with user keys that differ from their names.
+pub fn demo_users() -> Vec<SimUser> {
+    vec![
+        SimUser::new("admin", "JIRAUSER10000", "admin", true),
+        SimUser::new("alice", "JIRAUSER10100", "alice", false),
+        SimUser::new("bob", "JIRAUSER10200", "bob", false),
+    ]
+}
+
+/// How the simulated product behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub product: Product,
+    pub users: Vec<SimUser>,
+    /// Header-based SSO: trust this header's username when `secret` matches.
+    pub trusted_header: Option<TrustedHeader>,
+    /// Personal access tokens: token → username.
+    pub pats: HashMap<String, String>,
+    /// Failed password logins before a user must solve a CAPTCHA (403).
+    pub captcha_after: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrustedHeader {
+    pub user_header: String,
+    /// `(header name, value)` the gateway must send for the user header to count.
+    pub secret: Option<(String, String)>,
+}
+
+impl SimConfig {
+    pub fn jira() -> SimConfig {
+        SimConfig {
+            product: Product::Jira,
+            users: demo_users(),
+            trusted_header: None,
+            pats: HashMap::new(),
+            captcha_after: None,
+        }
+    }
+
+    pub fn confluence() -> SimConfig {
+        SimConfig {
+            product: Product::Confluence,
+            ..SimConfig::jira()
+        }
+    }
+}
+
+/// A request as the simulated upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// Path and query exactly as received.
+    pub target: String,
+    pub headers: HeaderMap,
+    /// Who the upstream took the caller to be.
+    pub user: Option<String>,
+}
+
+struct State {
+    config: SimConfig,
+    seen: Mutex<Vec<Seen>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+const MAX_SEEN: usize = 10_000;
+
+/// A running simulated upstream.
+pub struct SimUpstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+impl SimUpstream {
+    /// Starts on 127.0.0.1 with a free port.
+    pub async fn start(config: SimConfig) -> std::io::Result<SimUpstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            config,
+            seen: Mutex::new(Vec::new()),
+            failures: Mutex::new(HashMap::new()),
+        });
+        let stop = CancellationToken::new();
+        let (s, st) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = st.cancelled() => return,
+                    r = listener.accept() => match r { Ok(p) => p, Err(_) => continue },
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(handle(&s, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(SimUpstream { addr, state, stop })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn clear_seen(&self) {
+        if let Ok(mut s) = self.state.seen.lock() {
+            s.clear();
+        }
+    }
+}
+
+impl Drop for SimUpstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn json_reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    r
+}
+
+fn jira_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json_reply(status, json!({"errorMessages": [message], "errors": {}}))
+}
+
+enum Who {
+    Anonymous,
+    User(SimUser),
+    BadPassword,
+    Captcha,
+}
+
+fn authenticate(state: &State, headers: &HeaderMap) -> Who {
+    let cfg = &state.config;
+    if let Some(th) = &cfg.trusted_header {
+        let secret_ok = match &th.secret {
+            None => true,
+            Some((name, value)) => headers
+                .get(name.as_str())
+                .is_some_and(|v| bool::from(v.as_bytes().ct_eq(value.as_bytes()))),
+        };
+        if secret_ok
+            && let Some(name) = headers
+                .get(th.user_header.as_str())
+                .and_then(|v| v.to_str().ok())
+            && let Some(u) = cfg.users.iter().find(|u| u.name.eq_ignore_ascii_case(name))
+        {
+            return Who::User(u.clone());
+        }
+    }
+    let Some(auth) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Who::Anonymous;
+    };
+    if let Some(token) = auth.strip_prefix("Bearer ") {
+        return match cfg.pats.get(token.trim()) {
+            Some(name) => cfg
+                .users
+                .iter()
+                .find(|u| &u.name == name)
+                .cloned()
+                .map(Who::User)
+                .unwrap_or(Who::BadPassword),
+            None => Who::BadPassword,
+        };
+    }
+    let Some(encoded) = auth.strip_prefix("Basic ") else {
+        return Who::Anonymous;
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((name, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Who::BadPassword;
+    };
+    let lname = name.to_lowercase();
+    let mut failures = state.failures.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(limit) = cfg.captcha_after
+        && failures.get(&lname).copied().unwrap_or(0) >= limit
+    {
+        return Who::Captcha;
+    }
+    match cfg.users.iter().find(|u| u.name.to_lowercase() == lname) {
+        Some(u) if bool::from(u.password.as_bytes().ct_eq(password.as_bytes())) => {
+            failures.remove(&lname);
+            Who::User(u.clone())
+        }
+        _ => {
+            *failures.entry(lname).or_insert(0) += 1;
+            Who::BadPassword
+        }
+    }
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+fn jira_user(u: &SimUser, base: &str, groups: bool) -> Value {
+    let mut v = json!({
+        "self": format!("{base}/rest/api/2/user?username={}", u.name),
+        "key": u.key,
+        "name": u.name,
+        "emailAddress": format!("{}@example.com", u.name),
+        "displayName": u.display_name,
+        "active": true,
+        "timeZone": "UTC",
+        "locale": "en_US",
+    });
+    if groups {
+        v["groups"] = json!({
+            "size": u.groups.len(),
+            "items": u.groups.iter().map(|g| json!({"name": g})).collect::<Vec<_>>(),
+        });
+    }
+    v
+}
+
+fn confluence_user(u: &SimUser) -> Value {
+    json!({
+        "type": "known",
+        "username": u.name,
+        "userKey": u.key,
+        "displayName": u.display_name,
+        "_links": {"self": format!("/rest/api/user?key={}", u.key)},
+    })
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    // Read (and drop) the body so uploads are consumed like a real server would.
+    let body_len = match body.collect().await {
+        Ok(b) => b.to_bytes().len(),
+        Err(_) => 0,
+    };
+    let who = authenticate(state, &parts.headers);
+    let user = match &who {
+        Who::User(u) => Some(u.clone()),
+        _ => None,
+    };
+    if let Ok(mut seen) = state.seen.lock() {
+        if seen.len() >= MAX_SEEN {
+            seen.remove(0);
+        }
+        seen.push(Seen {
+            method: parts.method.clone(),
+            target: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default(),
+            headers: parts.headers.clone(),
+            user: user.as_ref().map(|u| u.name.clone()),
+        });
+    }
+    let mut resp = match who {
+        Who::BadPassword => {
+            let mut r = jira_error(StatusCode::UNAUTHORIZED, "Login failed");
+            r.headers_mut().insert(
+                "x-seraph-loginreason",
+                HeaderValue::from_static("AUTHENTICATED_FAILED"),
+            );
+            r
+        }
+        Who::Captcha => {
+            let mut r = jira_error(StatusCode::FORBIDDEN, "CAPTCHA_CHALLENGE");
+            r.headers_mut().insert(
+                "x-seraph-loginreason",
+                HeaderValue::from_static("AUTHENTICATION_DENIED"),
+            );
+            r.headers_mut().insert(
+                "x-authentication-denied-reason",
+                HeaderValue::from_static("CAPTCHA_CHALLENGE; login-url=/login.jsp"),
+            );
+            r
+        }
+        Who::Anonymous | Who::User(_) => {
+            route(state, &parts.method, &parts.uri, user.as_ref(), body_len)
+        }
+    };
+    let name = user
+        .as_ref()
+        .map(|u| u.name.as_str())
+        .unwrap_or("anonymous");
+    if let Ok(v) = HeaderValue::from_str(name) {
+        resp.headers_mut().insert("x-ausername", v);
+    }
+    resp
+}
+
+fn route(
+    state: &State,
+    method: &Method,
+    uri: &http::Uri,
+    user: Option<&SimUser>,
+    body_len: usize,
+) -> Response<Full<Bytes>> {
+    let cfg = &state.config;
+    let path = uri.path();
+    let query = uri.query().unwrap_or("");
+    let base = "http://jira.example.com";
+    let need_login = || {
+        jira_error(
+            StatusCode::UNAUTHORIZED,
+            "You are not authenticated. Authentication required to perform this operation.",
+        )
+    };
+    let find = |by_key: Option<String>, by_name: Option<String>| {
+        cfg.users.iter().find(|u| {
+            by_key.as_deref().is_some_and(|k| k == u.key)
+                || by_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&u.name))
+        })
+    };
+    match (cfg.product, method.as_str(), path) {
+        (Product::Jira, "GET", "/rest/api/2/serverInfo") => json_reply(
+            StatusCode::OK,
+            json!({"baseUrl": base, "version": "9.12.0", "deploymentType": "Server", "serverTitle": "Simulated Jira"}),
+        ),
+        (Product::Jira, "GET", "/rest/api/2/myself") => match user {
+            Some(u) => json_reply(StatusCode::OK, jira_user(u, base, true)),
+            None => need_login(),
+        },
+        (Product::Jira, "GET", "/rest/api/2/mypermissions") => {
+            let Some(u) = user else { return need_login() };
+            let wanted = query_param(query, "permissions").unwrap_or_else(|| "SYSTEM_ADMIN".into());
+            let mut perms = serde_json::Map::new();
+            for p in wanted.split(',') {
+                let have = match p {
+                    "SYSTEM_ADMIN" | "ADMINISTER" => u.sysadmin,
+                    _ => true,
+                };
+                perms.insert(
+                    p.to_string(),
+                    json!({"id": "44", "key": p, "name": p, "type": "GLOBAL", "havePermission": have}),
+                );
+            }
+            json_reply(StatusCode::OK, json!({"permissions": perms}))
+        }
+        (Product::Jira, "GET", "/rest/api/2/user") => {
+            if user.is_none() {
+                return need_login();
+            }
+            let groups = query_param(query, "expand").is_some_and(|e| e.contains("groups"));
+            match find(query_param(query, "key"), query_param(query, "username")) {
+                Some(u) => json_reply(StatusCode::OK, jira_user(u, base, groups)),
+                None => jira_error(StatusCode::NOT_FOUND, "The user does not exist"),
+            }
+        }
+        (Product::Jira, "GET", "/rest/api/2/issue/DEMO-1") => match user {
+            Some(_) => json_reply(
+                StatusCode::OK,
+                json!({"id": "10001", "key": "DEMO-1", "fields": {"summary": "Try tokengate", "status": {"name": "Open"}}}),
+            ),
+            None => need_login(),
+        },
+        (Product::Jira, "POST", "/rest/api/2/issue/DEMO-1/comment") => match user {
+            Some(u) => json_reply(
+                StatusCode::CREATED,
+                json!({"id": "10100", "author": {"name": u.name}, "bodyLength": body_len}),
+            ),
+            None => need_login(),
+        },
+        (Product::Confluence, "GET", "/rest/api/user/current") => match user {
+            Some(u) => json_reply(StatusCode::OK, confluence_user(u)),
+            None => json_reply(
+                StatusCode::OK,
+                json!({"type": "anonymous", "displayName": "Anonymous"}),
+            ),
+        },
+        (Product::Confluence, "GET", "/rest/api/user") => {
+            if user.is_none() {
+                return need_login();
+            }
+            match find(query_param(query, "key"), query_param(query, "username")) {
+                Some(u) => json_reply(StatusCode::OK, confluence_user(u)),
+                None => jira_error(StatusCode::NOT_FOUND, "No user found"),
+            }
+        }
+        (Product::Confluence, "GET", "/rest/api/user/memberof") => {
+            if user.is_none() {
+                return need_login();
+            }
+            match find(query_param(query, "key"), query_param(query, "username")) {
+                Some(u) => json_reply(
+                    StatusCode::OK,
+                    json!({
+                        "results": u.groups.iter().map(|g| json!({"type": "group", "name": g})).collect::<Vec<_>>(),
+                        "start": 0, "limit": 200, "size": u.groups.len(),
+                    }),
+                ),
+                None => jira_error(StatusCode::NOT_FOUND, "No user found"),
+            }
+        }
+        (Product::Confluence, "GET", "/rest/api/space") => match user {
+            Some(_) => json_reply(
+                StatusCode::OK,
+                json!({"results": [{"key": "DEMO", "name": "Demo space"}], "size": 1}),
+            ),
+            None => need_login(),
+        },
+        _ => jira_error(StatusCode::NOT_FOUND, "Not found"),
+    }
+}

@@ -1,0 +1,476 @@
+//! The life of a request on the public listener, top to bottom (SPEC §1):
+//!
+//! 1. context: request id, client IP;
+//! 2. throttled client → 429;
+//! 3. management API path → served here, never forwarded;
+//! 4. authenticate: who is calling, and may they (token, password, other, none);
+//! 5. rewrite: target, hop-by-hop and identity headers, `X-Forwarded-*`, credential swap;
+//! 6. forward, streaming both ways;
+//! 7. account: failed upstream logins, metrics.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::api;
+use crate::auth::identity::IdentityResolver;
+use crate::auth::lockout::{FailureOutcome, Locked, Lockout};
+use crate::auth::swap::CredentialSwap;
+use crate::auth::throttle::IpThrottle;
+use crate::auth::{self, Credential, TokenRefusal};
+use crate::clock::SharedClock;
+use crate::config::{AuthConfig, TokensConfig};
+use crate::error::{ErrorReply, RespBody};
+use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
+use crate::proxy::{Origin, ProxyError, Tunnels, Upstream};
+use crate::server::{ConnInfo, Handler};
+use crate::store::{AuthEntry, Scope, Store};
+use crate::token::TokenFormat;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_SERAPH_LOGIN_REASON: HeaderName = HeaderName::from_static("x-seraph-loginreason");
+static X_AUTH_DENIED_REASON: HeaderName = HeaderName::from_static("x-authentication-denied-reason");
+
+/// Settings a reload can change while connections stay up.
+pub struct Live {
+    pub tokens: TokensConfig,
+    pub auth: AuthConfig,
+    pub swap: CredentialSwap,
+    pub throttle: Arc<IpThrottle>,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub(crate) live: ArcSwap<Live>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) format: TokenFormat,
+    pub(crate) lockout: Lockout,
+    pub(crate) identity: IdentityResolver,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) tunnels: Tunnels,
+    pub(crate) clock: SharedClock,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) public_url: Option<String>,
+    pub(crate) max_api_body: usize,
+}
+
+/// Per-request facts every step may need.
+pub struct RequestCtx {
+    pub client_ip: IpAddr,
+    pub request_id: HeaderValue,
+    pub scheme: &'static str,
+    pub trusted_peer: bool,
+    /// The socket peer, ready for `X-Forwarded-For`.
+    pub peer_ip_header: HeaderValue,
+}
+
+impl RequestCtx {
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+}
+
+/// Who a forwarded request is sent as.
+enum Caller {
+    /// No credentials, or another scheme: forwarded as it came.
+    Unchanged,
+    /// `Basic user:password`: forwarded as it came; an upstream 401 counts.
+    Password { user: String },
+    /// A valid token: forwarded with the upstream credentials for its owner.
+    Token(AuthEntry),
+}
+
+impl Handler for Gateway {
+    async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<RespBody> {
+        let ctx = self.context(&req, conn);
+        self.metrics.in_flight.inc();
+        let (route, mut resp) = if let Err(retry) = self.live.load().throttle.check(ctx.client_ip) {
+            self.metrics.decision("throttled");
+            ("proxy", throttled(retry).into_response())
+        } else if api::is_api_path(req.uri().path()) {
+            ("api", api::handle(self, req, &ctx).await)
+        } else {
+            req.headers_mut()
+                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+            ("proxy", self.proxy(req, &ctx).await)
+        };
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        self.metrics.request(route, resp.status().as_u16());
+        self.metrics.in_flight.dec();
+        resp
+    }
+}
+
+impl Gateway {
+    fn context(&self, req: &Request<Incoming>, conn: &ConnInfo) -> RequestCtx {
+        let peer = conn.peer.ip();
+        let trusted_peer = self.trusted.contains(peer);
+        let client_ip = if trusted_peer {
+            self.trusted.client_ip(peer, req.headers())
+        } else {
+            crate::net::canonical(peer)
+        };
+        RequestCtx {
+            client_ip,
+            request_id: request_id(req.headers().get(&X_REQUEST_ID)),
+            scheme: conn.scheme(),
+            trusted_peer,
+            peer_ip_header: conn.peer_ip_header.clone(),
+        }
+    }
+
+    async fn proxy(&self, mut req: Request<Incoming>, ctx: &RequestCtx) -> Response<RespBody> {
+        let live = self.live.load_full();
+        let caller = match self.authenticate(&req, ctx, &live) {
+            Ok(caller) => caller,
+            Err(reply) => return reply.into_response(),
+        };
+        let origin = Origin {
+            peer_ip: &ctx.peer_ip_header,
+            trusted_peer: ctx.trusted_peer,
+            scheme: ctx.scheme,
+        };
+        let upgrade = match self
+            .upstream
+            .rewrite(&mut req, &origin, live.swap.protected())
+        {
+            Ok(upgrade) => upgrade,
+            Err(e) => return ErrorReply::from(e).into_response(),
+        };
+        if let Caller::Token(entry) = &caller
+            && live
+                .swap
+                .apply(req.headers_mut(), &entry.user_name)
+                .is_err()
+        {
+            tracing::error!(token_id = entry.id, user_key = %entry.user_key, "token owner's username cannot be sent in a header");
+            return ErrorReply::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The token owner cannot be forwarded",
+            )
+            .into_response();
+        }
+        let started = Instant::now();
+        let forwarded = self.upstream.forward(req, upgrade, &self.tunnels).await;
+        self.metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        let resp = match forwarded {
+            Ok(resp) => resp,
+            Err(e) => return self.upstream_failed(e, ctx),
+        };
+        self.account(&caller, &resp, ctx, &live);
+        resp
+    }
+
+    /// Step 4: the rows of SPEC §1 for a request to be forwarded.
+    fn authenticate(
+        &self,
+        req: &Request<Incoming>,
+        ctx: &RequestCtx,
+        live: &Live,
+    ) -> Result<Caller, ErrorReply> {
+        match auth::credential(req.headers(), &self.format) {
+            Credential::None => {
+                self.metrics.decision("anonymous");
+                Ok(Caller::Unchanged)
+            }
+            Credential::OtherScheme if live.auth.reject_unknown_schemes => {
+                self.metrics.decision("other_scheme_refused");
+                audit_failure(ctx, None, None, None, "unknown_scheme");
+                Err(unauthorized())
+            }
+            Credential::OtherScheme => {
+                self.metrics.decision("other_scheme");
+                Ok(Caller::Unchanged)
+            }
+            Credential::Unreadable => {
+                self.metrics.decision("invalid");
+                Err(self.failed(ctx, live, None, None, "unreadable_authorization"))
+            }
+            Credential::Password { user } => {
+                if !live.tokens.allow_password_basic_auth {
+                    // The password is never looked at, so this is no guessing oracle: not counted.
+                    self.metrics.decision("password_refused");
+                    audit_failure(ctx, Some(&user), None, None, "password_auth_disabled");
+                    return Err(unauthorized());
+                }
+                if let Some(lock) = self.lockout.locked(&user) {
+                    self.metrics.decision("locked");
+                    audit_failure(ctx, Some(&user), None, None, "locked");
+                    return Err(locked(lock, self.clock.now_ms()));
+                }
+                self.metrics.decision("password_passthrough");
+                Ok(Caller::Password { user })
+            }
+            Credential::Token { user, token } => {
+                let entry = self.check_token(user.as_deref(), &token, ctx, live)?;
+                let read_only_ok =
+                    matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+                if entry.scope == Scope::ReadOnly && !read_only_ok {
+                    self.metrics.decision("read_only");
+                    audit_failure(
+                        ctx,
+                        Some(&entry.user_name),
+                        Some(&entry.user_key),
+                        Some(entry.id),
+                        "read_only_scope",
+                    );
+                    return Err(ErrorReply::new(
+                        StatusCode::FORBIDDEN,
+                        "This token is read-only: only GET, HEAD and OPTIONS requests are allowed",
+                    ));
+                }
+                self.metrics.decision("ok");
+                self.store.touch(entry.id, self.clock.now_ms());
+                Ok(Caller::Token(entry))
+            }
+        }
+    }
+
+    /// The token path shared by proxied and API requests: verify, count
+    /// failures, refuse locked owners. One identical 401 for every bad token.
+    pub(crate) fn check_token(
+        &self,
+        user: Option<&str>,
+        token: &auth::PresentedToken,
+        ctx: &RequestCtx,
+        live: &Live,
+    ) -> Result<AuthEntry, ErrorReply> {
+        if let Some(lock) = user.and_then(|u| self.lockout.locked(u)) {
+            self.metrics.decision("locked");
+            audit_failure(ctx, user, None, None, "locked");
+            return Err(locked(lock, self.clock.now_ms()));
+        }
+        let now = self.clock.now_ms();
+        match auth::verify_token(&self.store, &self.format, user, token, now) {
+            Ok(entry) => {
+                if let Some(lock) = self.lockout.locked(&entry.user_name) {
+                    self.metrics.decision("locked");
+                    audit_failure(
+                        ctx,
+                        Some(&entry.user_name),
+                        Some(&entry.user_key),
+                        Some(entry.id),
+                        "locked",
+                    );
+                    return Err(locked(lock, now));
+                }
+                self.lockout.success(&entry.user_name);
+                Ok(entry)
+            }
+            Err(TokenRefusal::Store(e)) => {
+                self.metrics.decision("store_unavailable");
+                tracing::error!(error = %e, request_id = ctx.request_id(), "token store unavailable; refusing token requests");
+                Err(ErrorReply::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The token store is unavailable; please try again later",
+                ))
+            }
+            Err(refusal) => {
+                self.metrics.decision(refusal.result_label());
+                let entry = refusal.entry();
+                // The user whose counter this failure counts against: the one named
+                // in Basic, else the owner of a known (expired) token.
+                let counted = user.or(entry.map(|e| e.user_name.as_str()));
+                if let Some(lock) = counted.and_then(|u| self.lockout.locked(u)) {
+                    audit_failure(
+                        ctx,
+                        counted,
+                        entry.map(|e| e.user_key.as_str()),
+                        entry.map(|e| e.id),
+                        "locked",
+                    );
+                    return Err(locked(lock, now));
+                }
+                Err(self.failed_with(ctx, live, counted, entry, refusal.reason()))
+            }
+        }
+    }
+
+    /// Counts a failed attempt for `user` (when known) and for the client IP;
+    /// returns the reply: 401, or 429 when this failure used up the IP's quota.
+    pub(crate) fn failed(
+        &self,
+        ctx: &RequestCtx,
+        live: &Live,
+        user: Option<&str>,
+        user_key: Option<&str>,
+        reason: &'static str,
+    ) -> ErrorReply {
+        audit_failure(ctx, user, user_key, None, reason);
+        self.count_failure(ctx, live, user)
+    }
+
+    fn failed_with(
+        &self,
+        ctx: &RequestCtx,
+        live: &Live,
+        user: Option<&str>,
+        entry: Option<&AuthEntry>,
+        reason: &'static str,
+    ) -> ErrorReply {
+        audit_failure(
+            ctx,
+            user,
+            entry.map(|e| e.user_key.as_str()),
+            entry.map(|e| e.id),
+            reason,
+        );
+        self.count_failure(ctx, live, user)
+    }
+
+    fn count_failure(&self, ctx: &RequestCtx, live: &Live, user: Option<&str>) -> ErrorReply {
+        if let Some(user) = user {
+            let outcome = self.lockout.failure(
+                user,
+                live.auth.max_failed_attempts,
+                live.auth.lockout_seconds,
+            );
+            if let FailureOutcome::LockedNow(lock) = outcome {
+                self.metrics.lockouts.inc();
+                tracing::warn!(
+                    target: "audit",
+                    event = "lockout",
+                    user,
+                    until_ms = lock.until,
+                    client_ip = %ctx.client_ip,
+                    request_id = ctx.request_id(),
+                    "user locked out after repeated failed attempts"
+                );
+            }
+        }
+        match live.throttle.failure(ctx.client_ip) {
+            Ok(()) => unauthorized(),
+            Err(retry) => {
+                tracing::warn!(target: "audit", event = "throttled", client_ip = %ctx.client_ip, request_id = ctx.request_id(), "client throttled after repeated failed attempts");
+                throttled(retry)
+            }
+        }
+    }
+
+    /// Step 7: what the upstream's answer means for the caller's failure count.
+    fn account(&self, caller: &Caller, resp: &Response<RespBody>, ctx: &RequestCtx, live: &Live) {
+        match caller {
+            Caller::Password { user } if resp.status() == StatusCode::UNAUTHORIZED => {
+                let _ = self.failed(ctx, live, Some(user), None, "upstream_rejected_password");
+            }
+            Caller::Password { user } if !resp.headers().contains_key(&X_AUTH_DENIED_REASON) => {
+                self.lockout.success(user);
+            }
+            Caller::Token(entry) if resp.status() == StatusCode::UNAUTHORIZED => {
+                // The upstream refused the credentials we swapped in: a configuration problem.
+                self.metrics.upstream_error("credentials_rejected");
+                tracing::error!(
+                    token_id = entry.id,
+                    user_key = %entry.user_key,
+                    request_id = ctx.request_id(),
+                    "the upstream answered 401 to the swapped-in credentials; check [upstream.credentials]"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn upstream_failed(&self, e: ProxyError, ctx: &RequestCtx) -> Response<RespBody> {
+        let kind = match &e {
+            ProxyError::Connect(_) => "connect",
+            ProxyError::Broken(_) => "broken",
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::BadTarget(_) => "bad_target",
+        };
+        if !matches!(e, ProxyError::BadTarget(_)) {
+            self.metrics.upstream_error(kind);
+            tracing::warn!(error = %e, request_id = ctx.request_id(), "upstream request failed");
+        }
+        ErrorReply::from(e).into_response()
+    }
+}
+
+/// An incoming `X-Request-Id` is kept when it is short and plain; else a new one.
+fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = incoming {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// One audit event per failed authentication (SPEC §8); never a secret.
+pub(crate) fn audit_failure(
+    ctx: &RequestCtx,
+    user: Option<&str>,
+    user_key: Option<&str>,
+    token_id: Option<u64>,
+    reason: &'static str,
+) {
+    tracing::info!(
+        target: "audit",
+        event = "auth_failed",
+        reason,
+        user = user.unwrap_or(""),
+        user_key = user_key.unwrap_or(""),
+        token_id = token_id.unwrap_or(0),
+        client_ip = %ctx.client_ip,
+        request_id = ctx.request_id(),
+        "authentication failed"
+    );
+}
+
+/// The one 401 for every bad token or refused credential (SPEC §1).
+pub(crate) fn unauthorized() -> ErrorReply {
+    ErrorReply::new(
+        StatusCode::UNAUTHORIZED,
+        "Token is invalid, has been revoked or expired",
+    )
+    .with_header(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tokengate\", Bearer realm=\"tokengate\""),
+    )
+    .with_header(
+        X_SERAPH_LOGIN_REASON.clone(),
+        HeaderValue::from_static("AUTHENTICATED_FAILED"),
+    )
+}
+
+pub(crate) fn locked(lock: Locked, now_ms: u64) -> ErrorReply {
+    let mut reply = ErrorReply::new(
+        StatusCode::FORBIDDEN,
+        "This user is locked out after too many failed login attempts",
+    )
+    .with_header(
+        X_SERAPH_LOGIN_REASON.clone(),
+        HeaderValue::from_static("AUTHENTICATION_DENIED"),
+    )
+    .with_header(
+        X_AUTH_DENIED_REASON.clone(),
+        HeaderValue::from_static("LOCKED"),
+    );
+    if let Some(secs) = lock.retry_after_secs(now_ms) {
+        reply = reply.with_header(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    reply
+}
+
+pub(crate) fn throttled(retry_after_secs: u64) -> ErrorReply {
+    ErrorReply::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many failed login attempts from this address; try again later",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from(retry_after_secs))
+}
