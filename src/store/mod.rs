@@ -184,8 +184,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Inserts with the next id; refuses when the owner already has
     /// `per_user_limit` tokens (0 = no limit), checked atomically.
     fn insert(&self, token: NewToken, per_user_limit: u32) -> Result<TokenRecord, InsertError>;
-    /// Inserts a record as it is (import); returns false when its id exists.
-    fn restore(&self, record: &TokenRecord) -> Result<bool, StoreError>;
+    /// Inserts records as they are (import), in one transaction; records
+    /// whose id or hash exists already are skipped. Returns how many were new.
+    fn restore(&self, records: &[TokenRecord]) -> Result<u64, StoreError>;
     fn update_description(
         &self,
         id: u64,

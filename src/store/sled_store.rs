@@ -358,19 +358,23 @@ impl Backend for SledBackend {
             .map_err(tx_error)
     }
 
-    fn restore(&self, record: &TokenRecord) -> Result<bool, StoreError> {
+    fn restore(&self, records: &[TokenRecord]) -> Result<u64, StoreError> {
         self.trees()
             .transaction(|trees| {
-                if trees.0.get(record.id.to_be_bytes())?.is_some()
-                    || trees.1.get(record.hash.0)?.is_some()
-                {
-                    return Ok(false);
+                let mut added = 0;
+                for record in records {
+                    if trees.0.get(record.id.to_be_bytes())?.is_some()
+                        || trees.1.get(record.hash.0)?.is_some()
+                    {
+                        continue;
+                    }
+                    Self::put_in(
+                        (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5),
+                        record,
+                    )?;
+                    added += 1;
                 }
-                Self::put_in(
-                    (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5),
-                    record,
-                )?;
-                Ok(true)
+                Ok(added)
             })
             .map_err(store_error)
     }
