@@ -24,7 +24,7 @@ use crate::auth::swap::CredentialSwap;
 use crate::auth::throttle::IpThrottle;
 use crate::auth::{self, Credential, TokenRefusal};
 use crate::clock::SharedClock;
-use crate::config::{AuthConfig, TokensConfig};
+use crate::config::Config;
 use crate::error::{ErrorReply, RespBody};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
@@ -37,12 +37,80 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SERAPH_LOGIN_REASON: HeaderName = HeaderName::from_static("x-seraph-loginreason");
 static X_AUTH_DENIED_REASON: HeaderName = HeaderName::from_static("x-authentication-denied-reason");
 
-/// Settings a reload can change while connections stay up.
+/// What a reload (SIGHUP) replaces while connections stay up: token rules,
+/// auth limits, upstream credentials and the lookup account.
 pub struct Live {
-    pub tokens: TokensConfig,
-    pub auth: AuthConfig,
+    pub config: Config,
     pub swap: CredentialSwap,
+    pub identity: IdentityResolver,
     pub throttle: Arc<IpThrottle>,
+}
+
+impl Live {
+    pub fn build(
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+        upstream: Arc<Upstream>,
+        clock: SharedClock,
+        previous: Option<&Live>,
+    ) -> Result<Live, String> {
+        let secrets = config.secrets_with(env).map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|(t, k, m)| format!("[{t}] {k}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let per_minute = config.auth.failures_per_ip_per_minute;
+        // Keep the throttling state unless its quota changed.
+        let throttle = match previous {
+            Some(p) if p.config.auth.failures_per_ip_per_minute == per_minute => p.throttle.clone(),
+            _ => Arc::new(IpThrottle::new(per_minute, clock.clone())),
+        };
+        Ok(Live {
+            swap: CredentialSwap::new(config, &secrets)?,
+            identity: IdentityResolver::new(config, &secrets, upstream, clock)?,
+            throttle,
+            config: config.clone(),
+        })
+    }
+}
+
+/// Keys whose change takes effect only after a restart.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let (o, n) = (&old.server, &new.server);
+    let server_changed = o.listen != n.listen
+        || o.public_url != n.public_url
+        || o.tls_cert != n.tls_cert
+        || o.tls_key != n.tls_key
+        || o.admin_listen != n.admin_listen
+        || o.trusted_proxies != n.trusted_proxies
+        || o.header_read_timeout_ms != n.header_read_timeout_ms
+        || o.idle_timeout_ms != n.idle_timeout_ms
+        || o.max_header_bytes != n.max_header_bytes
+        || o.max_api_body_bytes != n.max_api_body_bytes
+        || o.shutdown_grace_ms != n.shutdown_grace_ms;
+    if server_changed {
+        keys.push("[server]");
+    }
+    let (o, n) = (&old.upstream, &new.upstream);
+    let upstream_changed = o.url != n.url
+        || o.product != n.product
+        || o.connect_timeout_ms != n.connect_timeout_ms
+        || o.response_timeout_ms != n.response_timeout_ms
+        || o.preserve_host != n.preserve_host
+        || o.ca_file != n.ca_file;
+    if upstream_changed {
+        keys.push("[upstream] url, product, timeouts, preserve_host, ca_file");
+    }
+    if old.tokens.store_path != new.tokens.store_path {
+        keys.push("[tokens] store_path");
+    }
+    if old.tokens.prefix != new.tokens.prefix {
+        keys.push("[tokens] prefix");
+    }
+    keys
 }
 
 /// Everything a request needs, shared by all connections.
@@ -52,7 +120,6 @@ pub struct Gateway {
     pub(crate) store: Arc<Store>,
     pub(crate) format: TokenFormat,
     pub(crate) lockout: Lockout,
-    pub(crate) identity: IdentityResolver,
     pub(crate) trusted: TrustedProxies,
     pub(crate) tunnels: Tunnels,
     pub(crate) clock: SharedClock,
@@ -110,6 +177,26 @@ impl Handler for Gateway {
 }
 
 impl Gateway {
+    /// Applies a new configuration's live settings; returns the changed keys
+    /// that need a restart. On error the running settings stay.
+    pub fn reload(
+        &self,
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<&'static str>, String> {
+        let current = self.live.load_full();
+        let live = Live::build(
+            config,
+            env,
+            self.upstream.clone(),
+            self.clock.clone(),
+            Some(&current),
+        )?;
+        let restart = restart_only(&current.config, config);
+        self.live.store(Arc::new(live));
+        Ok(restart)
+    }
+
     fn context(&self, req: &Request<Incoming>, conn: &ConnInfo) -> RequestCtx {
         let peer = conn.peer.ip();
         let trusted_peer = self.trusted.contains(peer);
@@ -183,7 +270,7 @@ impl Gateway {
                 self.metrics.decision("anonymous");
                 Ok(Caller::Unchanged)
             }
-            Credential::OtherScheme if live.auth.reject_unknown_schemes => {
+            Credential::OtherScheme if live.config.auth.reject_unknown_schemes => {
                 self.metrics.decision("other_scheme_refused");
                 audit_failure(ctx, None, None, None, "unknown_scheme");
                 Err(unauthorized())
@@ -197,7 +284,7 @@ impl Gateway {
                 Err(self.failed(ctx, live, None, None, "unreadable_authorization"))
             }
             Credential::Password { user } => {
-                if !live.tokens.allow_password_basic_auth {
+                if !live.config.tokens.allow_password_basic_auth {
                     // The password is never looked at, so this is no guessing oracle: not counted.
                     self.metrics.decision("password_refused");
                     audit_failure(ctx, Some(&user), None, None, "password_auth_disabled");
@@ -291,26 +378,15 @@ impl Gateway {
                     );
                     return Err(locked(lock, now));
                 }
-                Err(self.failed_with(ctx, live, counted, entry, refusal.reason()))
+                Err(self.failed(ctx, live, counted, entry, refusal.reason()))
             }
         }
     }
 
-    /// Counts a failed attempt for `user` (when known) and for the client IP;
-    /// returns the reply: 401, or 429 when this failure used up the IP's quota.
+    /// Counts a failed attempt for `user` (when known) and for the client IP,
+    /// with its audit event; returns the reply: 401, or 429 when this failure
+    /// used up the address's quota. `entry` is the token's, when the store knew it.
     pub(crate) fn failed(
-        &self,
-        ctx: &RequestCtx,
-        live: &Live,
-        user: Option<&str>,
-        user_key: Option<&str>,
-        reason: &'static str,
-    ) -> ErrorReply {
-        audit_failure(ctx, user, user_key, None, reason);
-        self.count_failure(ctx, live, user)
-    }
-
-    fn failed_with(
         &self,
         ctx: &RequestCtx,
         live: &Live,
@@ -318,29 +394,22 @@ impl Gateway {
         entry: Option<&AuthEntry>,
         reason: &'static str,
     ) -> ErrorReply {
-        audit_failure(
-            ctx,
-            user,
-            entry.map(|e| e.user_key.as_str()),
-            entry.map(|e| e.id),
-            reason,
-        );
-        self.count_failure(ctx, live, user)
-    }
-
-    fn count_failure(&self, ctx: &RequestCtx, live: &Live, user: Option<&str>) -> ErrorReply {
+        let user_key = entry.map(|e| e.user_key.as_str());
+        audit_failure(ctx, user, user_key, entry.map(|e| e.id), reason);
         if let Some(user) = user {
-            let outcome = self.lockout.failure(
-                user,
-                live.auth.max_failed_attempts,
-                live.auth.lockout_seconds,
-            );
+            let auth = &live.config.auth;
+            let outcome =
+                self.lockout
+                    .failure(user, auth.max_failed_attempts, auth.lockout_seconds);
             if let FailureOutcome::LockedNow(lock) = outcome {
                 self.metrics.lockouts.inc();
                 tracing::warn!(
                     target: "audit",
                     event = "lockout",
+                    reason = "max_failed_attempts",
                     user,
+                    user_key = user_key.unwrap_or(""),
+                    token_id = entry.map_or(0, |e| e.id),
                     until_ms = lock.until,
                     client_ip = %ctx.client_ip,
                     request_id = ctx.request_id(),
@@ -351,7 +420,14 @@ impl Gateway {
         match live.throttle.failure(ctx.client_ip) {
             Ok(()) => unauthorized(),
             Err(retry) => {
-                tracing::warn!(target: "audit", event = "throttled", client_ip = %ctx.client_ip, request_id = ctx.request_id(), "client throttled after repeated failed attempts");
+                tracing::warn!(
+                    target: "audit",
+                    event = "throttled",
+                    reason = "failures_per_ip_per_minute",
+                    client_ip = %ctx.client_ip,
+                    request_id = ctx.request_id(),
+                    "client throttled after repeated failed attempts"
+                );
                 throttled(retry)
             }
         }

@@ -5,6 +5,7 @@
 //! handle with the bound addresses, for tests and the demo.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod clock;
@@ -29,10 +30,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::identity::IdentityResolver;
 use crate::auth::lockout::Lockout;
-use crate::auth::swap::CredentialSwap;
-use crate::auth::throttle::IpThrottle;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::gateway::{Gateway, Live};
@@ -77,6 +75,9 @@ pub enum StartError {
 /// A running gateway.
 pub struct Running {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    gateway: Arc<Gateway>,
+    env: EnvLookup,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
@@ -87,10 +88,23 @@ impl Running {
         self.addr
     }
 
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Applies a reloaded configuration's live settings (token rules, auth
+    /// limits, upstream credentials) without dropping connections. Returns the
+    /// changed keys that need a restart; on error nothing changes.
+    pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, String> {
+        self.gateway.reload(config, &*self.env)
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to
     /// `shutdown_grace_ms`), writes `lastAccessed` and closes the store.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        drop(self.gateway);
         let _ = self.done.await;
     }
 }
@@ -104,22 +118,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Opens the store, binds the listener and starts serving.
+fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Opens the store, binds the listeners and starts serving.
 pub async fn start(config: Config, options: Options) -> Result<Running, StartError> {
-    let secrets = config.secrets_with(&*options.env).map_err(|problems| {
-        StartError::Config(
-            problems
-                .into_iter()
-                .map(|(t, k, m)| format!("[{t}] {k}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
     let clock = options.clock.clone();
     let upstream = Upstream::new(&config).map_err(StartError::Config)?;
-    let swap = CredentialSwap::new(&config, &secrets).map_err(StartError::Config)?;
-    let identity = IdentityResolver::new(&config, &secrets, upstream.clone(), clock.clone())
-        .map_err(StartError::Config)?;
+    let live = Live::build(
+        &config,
+        &*options.env,
+        upstream.clone(),
+        clock.clone(),
+        None,
+    )
+    .map_err(StartError::Config)?;
     let tls = match (
         config.server.tls_cert.as_str(),
         config.server.tls_key.as_str(),
@@ -127,35 +145,19 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         ("", "") => None,
         (cert, key) => Some(server::tls_acceptor(cert, key).map_err(StartError::Config)?),
     };
+    let admin_listen = config.admin_listen_addr().map_err(StartError::Config)?;
     let store = Arc::new(Store::open(&config.tokens.store_path)?);
     let metrics = Arc::new(Metrics::new());
     metrics.tokens.set(store.count().unwrap_or(0) as i64);
+    let (listener, addr) = bind(config.server.listen)?;
+    let admin = admin_listen.map(bind).transpose()?;
 
-    let listener = server::bind(config.server.listen).map_err(|source| StartError::Bind {
-        addr: config.server.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.server.listen,
-        source,
-    })?;
-
-    let live = Live {
-        throttle: Arc::new(IpThrottle::new(
-            config.auth.failures_per_ip_per_minute,
-            clock.clone(),
-        )),
-        tokens: config.tokens.clone(),
-        auth: config.auth.clone(),
-        swap,
-    };
     let gateway = Arc::new(Gateway {
         live: ArcSwap::from_pointee(live),
         upstream,
-        store: store.clone(),
+        store,
         format: TokenFormat::new(&config.tokens.prefix),
         lockout: Lockout::new(clock.clone()),
-        identity,
         trusted: TrustedProxies::new(config.trusted_proxy_nets()),
         tunnels: Tunnels::default(),
         clock,
@@ -174,18 +176,32 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
     let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone()));
-    let serving = tokio::spawn(server::serve(
+    let mut listeners = vec![tokio::spawn(server::serve(
         listener,
         tls,
         gateway.clone(),
         limits,
         shutdown.clone(),
         connections.clone(),
-    ));
-    tracing::info!(%addr, upstream = %config.upstream.url, "tokengate listening");
+    ))];
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    if let Some((admin_listener, _)) = admin {
+        listeners.push(tokio::spawn(server::serve(
+            admin_listener,
+            None,
+            Arc::new(admin::Admin::new(gateway.clone())),
+            limits,
+            shutdown.clone(),
+            connections.clone(),
+        )));
+    }
+    tracing::info!(%addr, admin = ?admin_addr, upstream = %config.upstream.url, "tokengate listening");
 
+    let gw = gateway.clone();
     let done = tokio::spawn(async move {
-        let _ = serving.await;
+        for l in listeners {
+            let _ = l.await;
+        }
         connections.close();
         if tokio::time::timeout(grace, connections.wait())
             .await
@@ -196,12 +212,12 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
                 "connections still open after the shutdown grace period"
             );
         }
-        gateway.tunnels.cancel.cancel();
-        gateway.tunnels.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), gateway.tunnels.tracker.wait()).await;
+        gw.tunnels.cancel.cancel();
+        gw.tunnels.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), gw.tunnels.tracker.wait()).await;
         let _ = housekeeping.await;
-        let store = gateway.store.clone();
-        drop(gateway);
+        let store = gw.store.clone();
+        drop(gw);
         match tokio::task::spawn_blocking(move || store.close()).await {
             Ok(Ok(())) => tracing::info!("store closed"),
             Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
@@ -210,6 +226,9 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     });
     Ok(Running {
         addr,
+        admin_addr,
+        gateway,
+        env: options.env,
         shutdown,
         done,
     })
@@ -218,19 +237,30 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
 /// Periodic work: write `lastAccessed`, forget stale failure state.
 async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let mut last_flush = tokio::time::Instant::now();
+    let mut last_attempt = last_flush;
     let mut last_sweep = tokio::time::Instant::now();
+    // Readiness is checked on the first tick and every 10 s, for the `tokengate_ready` gauge.
+    let mut last_ready: Option<tokio::time::Instant> = None;
+    let mut ready_check: Option<tokio::task::JoinHandle<()>> = None;
     loop {
-        let flush_every = Duration::from_millis(gw.live.load().tokens.last_access_flush_ms);
+        let flush_every = Duration::from_millis(gw.live.load().config.tokens.last_access_flush_ms);
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                // Nothing may hold the gateway (and so the store) after shutdown.
+                if let Some(check) = ready_check.take() {
+                    check.abort();
+                    let _ = check.await;
+                }
+                return;
+            }
             _ = tokio::time::sleep(flush_every.min(Duration::from_secs(1))) => {}
         }
         let now = tokio::time::Instant::now();
-        if now.duration_since(last_flush) >= flush_every {
-            last_flush = now;
+        if now.duration_since(last_attempt) >= flush_every {
+            last_attempt = now;
             let store = gw.store.clone();
             match tokio::task::spawn_blocking(move || store.flush_access()).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => last_flush = now,
                 Ok(Err(e)) => tracing::error!(error = %e, "writing lastAccessed failed"),
                 Err(e) => tracing::error!(error = %e, "writing lastAccessed failed"),
             }
@@ -238,13 +268,23 @@ async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
         gw.metrics
             .last_access_pending
             .set(gw.store.pending_access() as i64);
+        // Age of the last successful write: failing writes make it grow.
         gw.metrics
             .last_access_flush_age
             .set(now.duration_since(last_flush).as_secs_f64());
+        if last_ready.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            last_ready = Some(now);
+            if ready_check.as_ref().is_none_or(|c| c.is_finished()) {
+                let gw = gw.clone();
+                ready_check = Some(tokio::spawn(async move {
+                    admin::check(&gw).await;
+                }));
+            }
+        }
         if now.duration_since(last_sweep) >= Duration::from_secs(30) {
             last_sweep = now;
             let live = gw.live.load();
-            gw.lockout.sweep(live.auth.lockout_seconds);
+            gw.lockout.sweep(live.config.auth.lockout_seconds);
             live.throttle.sweep();
         }
     }

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokengate::config::{Config, LogConfig, LogFormat, Product};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// API-token authentication gateway for Jira and Confluence Data Center.
 ///
@@ -35,6 +38,11 @@ enum Command {
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
     },
+    /// Offline maintenance of the token store (while the gateway is stopped).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Run the gateway in front of a built-in simulated Jira, with a temporary store.
     Demo {
         /// Where the gateway listens.
@@ -43,6 +51,31 @@ enum Command {
         /// Which product to simulate.
         #[arg(long, value_enum, default_value_t = DemoProduct::Jira)]
         product: DemoProduct,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Counts: tokens, users, expired, size on disk.
+    Stats {
+        #[arg(long, short, default_value = "proxy.toml")]
+        config: PathBuf,
+    },
+    /// Every token as a JSON line: SHA-256 and metadata, never a plain token.
+    Export {
+        #[arg(long, short, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Add tokens from an export; idempotent, keeps ids.
+    Import {
+        #[arg(long, short, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// Read from here instead of standard input.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
     },
 }
 
@@ -56,19 +89,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
-        Command::Serve { config } => {
-            let config = match Config::load(&config) {
+        Command::Serve { config: path } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&config.log);
-            block_on(async move { tokengate::run(config, shutdown_signal()).await })
+            let log = init_logging(&config.log);
+            block_on(serve(path, config, log))
         }
+        Command::Store { action } => store_tool(action),
         Command::Demo { listen, product } => {
-            init_logging(&LogConfig::default());
+            let _ = init_logging(&LogConfig::default());
             let product = match product {
                 DemoProduct::Jira => Product::Jira,
                 DemoProduct::Confluence => Product::Confluence,
@@ -99,6 +133,58 @@ fn block_on(fut: impl std::future::Future<Output = Result<(), tokengate::StartEr
     }
 }
 
+fn store_tool(action: StoreAction) -> ExitCode {
+    use tokengate::store::tools;
+    let config_path = match &action {
+        StoreAction::Stats { config }
+        | StoreAction::Export { config, .. }
+        | StoreAction::Import { config, .. } => config,
+    };
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = &config.tokens.store_path;
+    let result = match action {
+        StoreAction::Stats { .. } => {
+            let now = tokengate::clock::Clock::now_ms(&tokengate::clock::SystemClock);
+            tools::stats(store, now).map(|s| {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            })
+        }
+        StoreAction::Export { output, .. } => {
+            let written = match output {
+                Some(path) => std::fs::File::create(&path)
+                    .map_err(tools::ToolError::from)
+                    .and_then(|f| tools::export(store, &mut std::io::BufWriter::new(f))),
+                None => tools::export(store, &mut std::io::stdout().lock()),
+            };
+            written.map(|n| eprintln!("exported {n} tokens"))
+        }
+        StoreAction::Import { input, .. } => {
+            let read = match input {
+                Some(path) => std::fs::File::open(&path)
+                    .map_err(tools::ToolError::from)
+                    .and_then(|f| tools::import(store, &mut std::io::BufReader::new(f))),
+                None => tools::import(store, &mut std::io::stdin().lock()),
+            };
+            read.map(|(added, present)| {
+                eprintln!("imported {added} tokens; {present} were already there")
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokengate store: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn check_config(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -121,16 +207,97 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+/// Changes the log filter on reload, unless `RUST_LOG` set it.
+type LogHandle = Option<reload::Handle<EnvFilter, Registry>>;
+
+fn init_logging(log: &LogConfig) -> LogHandle {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let (json, text) = match log.format {
+        LogFormat::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            ),
+            None,
+        ),
+        LogFormat::Text => (
+            None,
+            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+        ),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .init();
+    (!pinned).then_some(handle)
+}
+
+/// Serves until SIGTERM or Ctrl-C; SIGHUP reloads the configuration file.
+async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), tokengate::StartError> {
+    let running = tokengate::start(config, tokengate::Options::default()).await?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let reload_requested = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let reload_requested = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = reload_requested => reload(&path, &running, &log),
+        }
+    }
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+fn reload(path: &Path, running: &tokengate::Running, log: &LogHandle) {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for problem in e.to_string().lines() {
+                tracing::error!(
+                    problem,
+                    "configuration reload rejected; the running configuration stays"
+                );
+            }
+            return;
+        }
+    };
+    match running.reload(&config) {
+        Ok(restart) => {
+            if let Some(handle) = log {
+                match EnvFilter::try_new(&config.log.level) {
+                    Ok(filter) => {
+                        let _ = handle.reload(filter);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "log level not changed"),
+                }
+            }
+            if !restart.is_empty() {
+                tracing::warn!(keys = ?restart, "these changes take effect after a restart");
+            }
+            tracing::info!(config = %path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload rejected; the running configuration stays")
+        }
     }
 }
 

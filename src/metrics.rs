@@ -37,6 +37,7 @@ pub struct Metrics {
     pub tokens: Gauge,
     pub lockouts: Counter,
     pub in_flight: Gauge,
+    pub ready: Gauge,
     pub last_access_pending: Gauge,
     pub last_access_flush_age: Gauge<f64, AtomicU64>,
 }
@@ -90,6 +91,12 @@ impl Metrics {
             "Requests being answered now",
             in_flight.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "tokengate_ready",
+            "1 when the store is open and the upstream reachable, else 0",
+            ready.clone(),
+        );
         let last_access_pending = Gauge::default();
         registry.register(
             "tokengate_last_access_pending",
@@ -111,6 +118,7 @@ impl Metrics {
             tokens,
             lockouts,
             in_flight,
+            ready,
             last_access_pending,
             last_access_flush_age,
         }

@@ -215,3 +215,105 @@ fn the_demo_serves_a_token_round_trip() {
         "the demo stops cleanly on Ctrl-C"
     );
 }
+
+/// Lines of a child's stderr, read in the background.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with {needle:?}");
+}
+
+fn serve_config(dir: &std::path::Path, upstream_port: u16, allow_passwords: bool) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\
+         [tokens]\nstore_path = \"{}\"\nallow_password_basic_auth = {allow_passwords}\n[log]\nformat = \"json\"\n",
+        dir.join("tokens.sled").display()
+    )
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_file_and_keeps_the_running_configuration_when_it_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    // Nothing listens upstream: forwarded requests get 502, refused ones 401.
+    let upstream_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(&path, serve_config(dir.path(), upstream_port, true)).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = stderr_lines(&mut child);
+    let listening: serde_json::Value =
+        serde_json::from_str(&wait_for(&lines, "tokengate listening")).unwrap();
+    let addr = listening["addr"].as_str().unwrap().to_string();
+    let status = || {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--noproxy",
+                "*",
+                "-u",
+                "bob:bob",
+            ])
+            .arg(format!("http://{addr}/rest/api/2/myself"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status(), "502");
+
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\nbogus = 1\n").unwrap();
+    signal(&child, "-HUP");
+    let rejected = wait_for(&lines, "reload rejected");
+    assert!(rejected.contains("unknown key `bogus`"), "{rejected}");
+    assert_eq!(status(), "502", "the running configuration stays");
+
+    std::fs::write(&path, serve_config(dir.path(), upstream_port, false)).unwrap();
+    signal(&child, "-HUP");
+    wait_for(&lines, "configuration reloaded");
+    assert_eq!(status(), "401", "passwords are refused now");
+
+    signal(&child, "-TERM");
+    wait_for(&lines, "store closed");
+    assert!(child.wait().unwrap().success());
+}

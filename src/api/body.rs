@@ -114,7 +114,7 @@ pub fn optional_int(
     errors: &mut BTreeMap<String, String>,
 ) -> Option<u64> {
     match obj.get(field) {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if (min..=max).contains(&v) => Some(v),
             _ => {

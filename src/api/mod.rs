@@ -76,6 +76,7 @@ enum Route {
     TokensByFilter,
     AuthTest,
     FailedLogins(String),
+    OpenApi,
 }
 
 impl Route {
@@ -86,6 +87,7 @@ impl Route {
             Route::DeleteAllFor(_) | Route::FailedLogins(_) => &[Method::DELETE],
             Route::TokensByFilter => &[Method::GET],
             Route::AuthTest => &[Method::GET, Method::POST, Method::PUT],
+            Route::OpenApi => &[Method::GET, Method::HEAD],
         }
     }
 }
@@ -112,6 +114,7 @@ fn route(path: &str) -> Option<Route> {
         ["user", "tokensByFilter"] | ["user", "tokensByFilter", ""] => Some(Route::TokensByFilter),
         ["user", "authTest"] | ["user", "authTest", ""] => Some(Route::AuthTest),
         ["admin", "failedLogins", key] if !key.is_empty() => decoded(key).map(Route::FailedLogins),
+        ["openapi.json"] => Some(Route::OpenApi),
         _ => None,
     }
 }
@@ -150,19 +153,23 @@ async fn serve(
             HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("GET")),
         ));
     }
-    if let Route::AuthTest = route {
-        return Ok(auth_test(gw, &req, ctx, live).await);
+    match route {
+        Route::AuthTest => return Ok(auth_test(gw, &req, ctx, live).await),
+        Route::OpenApi => return Ok(openapi()),
+        _ => {}
     }
     let caller = authenticate(gw, req.headers(), ctx, live).await?;
     match (route, req.method().clone()) {
         (Route::Tokens, Method::GET) => list_tokens(gw, &caller),
         (Route::Tokens, _) => create_token(gw, req, &caller, ctx, live).await,
-        (Route::Token(id), Method::PATCH) => update_token(gw, req, &caller, &id).await,
+        (Route::Token(id), Method::PATCH) => update_token(gw, req, &caller, &id, ctx).await,
         (Route::Token(id), _) => delete_token(gw, &caller, &id, ctx).await,
         (Route::DeleteAllFor(key), _) => delete_all_for(gw, &caller, &key, ctx).await,
         (Route::TokensByFilter, _) => tokens_by_filter(gw, &req, &caller, ctx).await,
         (Route::FailedLogins(key), _) => clear_failed_logins(gw, &caller, &key, ctx).await,
-        (Route::AuthTest, _) => Err(ErrorReply::new(StatusCode::NOT_FOUND, "No such resource")),
+        (Route::AuthTest | Route::OpenApi, _) => {
+            Err(ErrorReply::new(StatusCode::NOT_FOUND, "No such resource"))
+        }
     }
 }
 
@@ -189,9 +196,9 @@ async fn authenticate(
         Credential::Token { user, token } => {
             let entry = gw.check_token(user.as_deref(), &token, ctx, live)?;
             gw.store.touch(entry.id, gw.clock.now_ms());
-            let is_admin = gw
+            let is_admin = live
                 .identity
-                .token_owner_is_admin(&entry.user_key, &live.auth)
+                .token_owner_is_admin(&entry.user_key, &live.config.auth)
                 .await
                 .map_err(|e| identity_failed(e, ctx))?;
             Ok(ApiCaller {
@@ -212,7 +219,7 @@ async fn authenticate(
                 .get(AUTHORIZATION)
                 .cloned()
                 .ok_or_else(unauthorized)?;
-            match gw.identity.by_password(&header, &live.auth).await {
+            match live.identity.by_password(&header, &live.config.auth).await {
                 Ok(identity) => {
                     gw.lockout.success(&user);
                     Ok(ApiCaller {
@@ -285,14 +292,16 @@ fn admin_only(caller: &ApiCaller) -> Result<(), ErrorReply> {
 }
 
 fn parse_id(raw: &str) -> Result<u64, ErrorReply> {
-    raw.parse::<u64>().map_err(|_| {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         let mut f = BTreeMap::new();
         f.insert(
             "id".to_string(),
             format!("{raw:?} is not a token id (a whole number)"),
         );
-        ErrorReply::fields(f)
-    })
+        return Err(ErrorReply::fields(f));
+    }
+    // A number beyond any id is simply not a token that exists.
+    raw.parse::<u64>().map_err(|_| no_such_token())
 }
 
 fn no_such_token() -> ErrorReply {
@@ -398,7 +407,7 @@ fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, ErrorReply> {
     let description = body::description(obj, &mut errors);
     let months = body::optional_int(obj, "tokenValidityTimeInMonths", 1, 1200, &mut errors);
     let until = match obj.get("tokenExpirationDateTime") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(s)) => match validity::parse_expiry(s) {
             Some(ms) => Some(ms),
             None => {
@@ -417,7 +426,7 @@ fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, ErrorReply> {
     let scope = body::optional_int(obj, "tokenScope", 1, 2, &mut errors)
         .and_then(|c| Scope::from_code(c as i64));
     let for_user_key = match obj.get("tokenForUserKey") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => Some(s.clone()),
         Some(_) => {
             errors.insert(
@@ -464,7 +473,7 @@ async fn create_token(
             admin_only(caller).map_err(|_| {
                 forbidden("Only system administrators may create tokens for other users")
             })?;
-            let name = gw
+            let name = live
                 .identity
                 .username_for_key(&key, caller.creds())
                 .await
@@ -492,13 +501,13 @@ async fn create_token(
         ));
     }
     let now = gw.clock.now_ms();
-    let valid_until = validity::valid_until(now, asked.requested, &live.tokens, for_other)
+    let valid_until = validity::valid_until(now, asked.requested, &live.config.tokens, for_other)
         .map_err(|r| {
-            let mut f = BTreeMap::new();
-            f.insert(r.field.to_string(), r.message);
-            ErrorReply::fields(f)
-        })?;
-    let scope = if live.tokens.force_read_only {
+        let mut f = BTreeMap::new();
+        f.insert(r.field.to_string(), r.message);
+        ErrorReply::fields(f)
+    })?;
+    let scope = if live.config.tokens.force_read_only {
         Scope::ReadOnly
     } else {
         asked.scope.unwrap_or(Scope::ReadWrite)
@@ -520,7 +529,11 @@ async fn create_token(
         valid_until,
         scope,
     };
-    let record = match gw.store.create(new, live.tokens.max_tokens_per_user).await {
+    let record = match gw
+        .store
+        .create(new, live.config.tokens.max_tokens_per_user)
+        .await
+    {
         Ok(r) => r,
         Err(InsertError::LimitReached(n)) => {
             return Err(forbidden(&format!(
@@ -561,6 +574,7 @@ async fn update_token(
     req: Request<Incoming>,
     caller: &ApiCaller,
     raw_id: &str,
+    ctx: &RequestCtx,
 ) -> Result<Response<RespBody>, ErrorReply> {
     let id = parse_id(raw_id)?;
     let obj = body::json_object(req, gw.max_api_body).await?;
@@ -582,7 +596,15 @@ async fn update_token(
         .await
         .map_err(store_failed)?
         .ok_or_else(no_such_token)?;
-    tracing::info!(target: "audit", event = "token_updated", token_id = id, user_key = %caller.identity.key, "token description changed");
+    tracing::info!(
+        target: "audit",
+        event = "token_updated",
+        token_id = id,
+        user_key = %caller.identity.key,
+        client_ip = %ctx.client_ip,
+        request_id = ctx.request_id(),
+        "token description changed"
+    );
     Ok(json_response(StatusCode::OK, &Listed::from(updated)))
 }
 
@@ -686,8 +708,8 @@ impl FilterQuery {
             let k = form_decode(k);
             let v = form_decode(v);
             let mut number = |field: &str, min: i64| -> Option<i64> {
-                match v.trim().parse::<i64>() {
-                    Ok(n) if n >= min => Some(n),
+                match whole_number(&v) {
+                    Some(n) if n >= min => Some(n),
                     _ => {
                         errors.insert(field.to_string(), format!("must be a whole number ≥ {min}"));
                         None
@@ -748,6 +770,21 @@ impl FilterQuery {
             url.push_str(&format!("&tokenScope={}", s.code()));
         }
         url
+    }
+}
+
+/// A whole number; one too large for 64 bits counts as the largest (a page
+/// beyond the last, a limit to be capped, a date after every token).
+fn whole_number(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match t.parse::<i64>() {
+        Ok(n) => Some(n),
+        Err(_) if t.starts_with('-') => Some(i64::MIN),
+        Err(_) => Some(i64::MAX),
     }
 }
 
@@ -838,7 +875,13 @@ async fn clear_failed_logins(
 ) -> Result<Response<RespBody>, ErrorReply> {
     admin_only(caller)?;
     // Lockout is counted per username; the endpoint takes the user key.
-    let name = match gw.identity.username_for_key(user_key, caller.creds()).await {
+    let name = match gw
+        .live
+        .load()
+        .identity
+        .username_for_key(user_key, caller.creds())
+        .await
+    {
         Ok(name) => name,
         Err(e) => {
             tracing::debug!(error = %e, "user key look-up for a lockout reset failed; clearing by key only");
@@ -861,6 +904,20 @@ async fn clear_failed_logins(
         "failed-login counter cleared"
     );
     Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// The OpenAPI 3.1 document of this API (kept true by `tests/openapi.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn openapi() -> Response<RespBody> {
+    let mut resp = Response::new(http_body_util::Either::Right(http_body_util::Full::new(
+        bytes::Bytes::from_static(OPENAPI.as_bytes()),
+    )));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    resp
 }
 
 #[derive(Serialize)]

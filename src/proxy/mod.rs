@@ -178,9 +178,9 @@ impl Upstream {
     /// Rewrites a client request for the upstream: target URI, `Host`,
     /// hop-by-hop headers, protected identity headers, `X-Forwarded-*`.
     /// Returns the `Upgrade` protocol when the client asked for one.
-    pub fn rewrite(
+    pub fn rewrite<B>(
         &self,
-        req: &mut Request<Incoming>,
+        req: &mut Request<B>,
         origin: &Origin<'_>,
         protected: &ProtectedNames,
     ) -> Result<Option<HeaderValue>, ProxyError> {
@@ -227,8 +227,17 @@ impl Upstream {
     }
 
     async fn send(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(ProxyError::Timeout(self.response_timeout.as_millis())),
+        self.send_within(req, self.response_timeout).await
+    }
+
+    /// Sends a request; no response head within `limit` is a timeout.
+    async fn send_within(
+        &self,
+        req: Request<ReqBody>,
+        limit: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match tokio::time::timeout(limit, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::Timeout(limit.as_millis())),
             Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(describe(&e))),
             Ok(Err(e)) => Err(ProxyError::Broken(describe(&e))),
             Ok(Ok(resp)) => Ok(resp),
@@ -276,6 +285,16 @@ impl Upstream {
         }
         headers::strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(Either::Left))
+    }
+
+    /// Is the upstream reachable? Any HTTP answer to `GET /status` (the
+    /// load-balancer endpoint of Jira and Confluence) counts.
+    pub async fn probe(&self) -> Result<StatusCode, ProxyError> {
+        let mut req = Request::new(Either::Right(Full::new(Bytes::new())));
+        *req.uri_mut() = self.uri_for(&PathAndQuery::from_static("/status"))?;
+        req.headers_mut().insert(header::HOST, self.host.clone());
+        let limit = self.response_timeout.min(Duration::from_secs(5));
+        Ok(self.send_within(req, limit).await?.status())
     }
 
     /// A small GET of tokengate's own to the upstream (identity checks).

@@ -6,6 +6,7 @@
 //! writers may share) and `lastAccessed` kept in memory and written in batches.
 
 mod sled_store;
+pub mod tools;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -162,6 +163,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("token store holds a record it cannot read: {0}")]
     Corrupt(String),
+    #[error(
+        "the token store at {0} is in use by another process (a running gateway?); stop it first"
+    )]
+    InUse(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -197,6 +202,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Raises `lastAccessed` of existing records; deleted ids are skipped.
     fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError>;
     fn count(&self) -> Result<u64, StoreError>;
+    /// The id the next token will get.
+    fn next_id(&self) -> Result<u64, StoreError>;
+    /// Makes sure no id below `next` is handed out again (import of a backup).
+    fn raise_next_id(&self, next: u64) -> Result<(), StoreError>;
     /// Every record by id ascending, for export.
     fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError>;
     /// Makes every write so far durable.

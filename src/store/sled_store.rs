@@ -123,7 +123,13 @@ impl SledBackend {
             // without letting sled take the 1 GiB it would by default.
             .cache_capacity(64 * 1024 * 1024)
             .open()
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| match e {
+                // sled holds an exclusive file lock while a store is open.
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::InUse(path.display().to_string())
+                }
+                e => StoreError::Unavailable(format!("cannot open {}: {e}", path.display())),
+            })?;
         let tree = |name: &str| db.open_tree(name).map_err(unavailable);
         Ok(SledBackend {
             tokens: tree("tokens")?,
@@ -456,6 +462,20 @@ impl Backend for SledBackend {
 
     fn count(&self) -> Result<u64, StoreError> {
         Ok(u64_of(self.meta.get(COUNT).map_err(unavailable)?))
+    }
+
+    fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(u64_of(self.meta.get(NEXT_ID).map_err(unavailable)?).max(1))
+    }
+
+    fn raise_next_id(&self, next: u64) -> Result<(), StoreError> {
+        self.meta
+            .fetch_and_update(NEXT_ID, |old| {
+                let current = u64_of(old.map(sled::IVec::from)).max(1);
+                Some(current.max(next).to_be_bytes().to_vec())
+            })
+            .map(|_| ())
+            .map_err(unavailable)
     }
 
     fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError> {

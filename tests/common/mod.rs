@@ -238,6 +238,8 @@ pub const T0: u64 = 1_796_000_000_000;
 /// with a shared secret, a lookup account, a manual clock.
 pub struct JiraSetup {
     pub gw: Running,
+    /// The configuration the gateway started with.
+    pub config: Config,
     pub sim: SimUpstream,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
@@ -278,7 +280,7 @@ impl JiraSetup {
         tweak(&mut config);
         let clock = ManualClock::new(T0);
         let gw = tokengate::start(
-            config,
+            config.clone(),
             options(
                 clock.clone(),
                 &[
@@ -294,6 +296,7 @@ impl JiraSetup {
         let base = format!("http://{}", gw.addr());
         JiraSetup {
             gw,
+            config,
             sim,
             clock,
             dir,

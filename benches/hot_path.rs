@@ -1,0 +1,106 @@
+//! The token hot path: read the `Authorization` header, check the checksum,
+//! SHA-256, one store lookup, expiry and owner — with 1,000 and with
+//! 1,000,000 tokens in the store; and the rejection of a malformed token.
+//!
+//! `cargo bench --bench hot_path`
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, HeaderValue};
+use tokengate::auth::{self, Credential};
+use tokengate::store::{Backend, Scope, SledBackend, Store, TokenRecord};
+use tokengate::token::TokenFormat;
+
+const T0: u64 = 1_796_000_000_000;
+
+/// A store of `n` tokens; returns it and the plain text of every 1000th token.
+fn store_with(dir: &std::path::Path, n: u64) -> (Store, Vec<String>) {
+    let format = TokenFormat::new("tg");
+    let backend = SledBackend::open(&dir.join("tokens.sled")).unwrap();
+    let mut batch = Vec::with_capacity(10_000);
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let token = format.generate().unwrap();
+        if i % 1000 == 0 {
+            kept.push(token.expose().to_string());
+        }
+        batch.push(TokenRecord {
+            id: i + 1,
+            hash: token.hash(),
+            description: format!("token {i}"),
+            user_key: format!("JIRAUSER{}", 20_000 + i % 1000),
+            user_name: format!("user{}", i % 1000),
+            created_by: "JIRAUSER10000".into(),
+            created: T0,
+            valid_until: T0 + 86_400_000,
+            last_accessed: 0,
+            scope: Scope::ReadWrite,
+        });
+        if batch.len() == batch.capacity() {
+            backend.restore(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    backend.restore(&batch).unwrap();
+    backend.flush().unwrap();
+    (Store::with_backend(std::sync::Arc::new(backend)), kept)
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    h
+}
+
+/// What the gateway does per token request before forwarding.
+fn verify(headers: &HeaderMap, format: &TokenFormat, store: &Store) -> bool {
+    match auth::credential(headers, format) {
+        Credential::Token { user, token } => {
+            auth::verify_token(store, format, user.as_deref(), &token, T0).is_ok()
+        }
+        _ => false,
+    }
+}
+
+fn hot_path(c: &mut Criterion) {
+    let format = TokenFormat::new("tg");
+    let sizes: Vec<u64> = std::env::var("TOKENGATE_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 1_000_000]);
+    let mut group = c.benchmark_group("hot_path");
+    group.throughput(Throughput::Elements(1));
+    for &n in &sizes {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (store, kept) = store_with(dir.path(), n);
+        let requests: Vec<HeaderMap> = kept.iter().map(|t| bearer(t)).collect();
+        assert!(requests.iter().all(|h| verify(h, &format, &store)));
+        let mut i = 0;
+        group.bench_with_input(BenchmarkId::new("verify_valid_token", n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 1) % requests.len();
+                black_box(verify(black_box(&requests[i]), &format, &store))
+            })
+        });
+        let mut bad = kept[0].clone();
+        bad.replace_range(10..11, if &bad[10..11] == "a" { "b" } else { "a" });
+        let malformed = bearer(&bad);
+        assert!(!verify(&malformed, &format, &store));
+        group.bench_with_input(BenchmarkId::new("reject_malformed_token", n), &n, |b, _| {
+            b.iter(|| black_box(verify(black_box(&malformed), &format, &store)))
+        });
+        let unknown = bearer(format.generate().unwrap().expose());
+        group.bench_with_input(BenchmarkId::new("reject_unknown_token", n), &n, |b, _| {
+            b.iter(|| black_box(verify(black_box(&unknown), &format, &store)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

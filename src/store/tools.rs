@@ -1,0 +1,233 @@
+//! Offline store maintenance (`tokengate store stats|export|import`): run
+//! while the gateway is stopped; sled's lock refuses a store that a running
+//! gateway holds.
+//!
+//! Export is JSON lines: a header with the id counter, then one line per
+//! token of hashes and metadata — never a plain token, which the store does
+//! not have. Import is idempotent, keeps ids, and raises the id counter so
+//! that ids deleted before the export are not handed out again.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Scope, SledBackend, StoreError, TokenRecord};
+use crate::token::TokenHash;
+
+/// One exported token, in the API's field names plus the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Exported {
+    pub id: u64,
+    /// SHA-256 of the token, hex.
+    pub sha256: String,
+    pub description: String,
+    pub token_for_user_key: String,
+    pub token_for_user_name: String,
+    pub token_created_by_user_key: String,
+    pub created: u64,
+    pub valid_until: u64,
+    pub last_accessed: u64,
+    pub token_scope: u8,
+}
+
+impl From<&TokenRecord> for Exported {
+    fn from(r: &TokenRecord) -> Exported {
+        Exported {
+            id: r.id,
+            sha256: r.hash.to_hex(),
+            description: r.description.clone(),
+            token_for_user_key: r.user_key.clone(),
+            token_for_user_name: r.user_name.clone(),
+            token_created_by_user_key: r.created_by.clone(),
+            created: r.created,
+            valid_until: r.valid_until,
+            last_accessed: r.last_accessed,
+            token_scope: r.scope.code(),
+        }
+    }
+}
+
+impl Exported {
+    fn record(self) -> Result<TokenRecord, String> {
+        let hash = TokenHash::from_hex(&self.sha256).ok_or("sha256 must be 64 hex digits")?;
+        let scope =
+            Scope::from_code(i64::from(self.token_scope)).ok_or("tokenScope must be 1 or 2")?;
+        if self.id == 0 {
+            return Err("id must be at least 1".into());
+        }
+        if self.token_for_user_key.is_empty() || self.token_for_user_name.is_empty() {
+            return Err("tokenForUserKey and tokenForUserName must not be empty".into());
+        }
+        Ok(TokenRecord {
+            id: self.id,
+            hash,
+            description: self.description,
+            user_key: self.token_for_user_key,
+            user_name: self.token_for_user_name,
+            created_by: self.token_created_by_user_key,
+            created: self.created,
+            valid_until: self.valid_until,
+            last_accessed: self.last_accessed,
+            scope,
+        })
+    }
+}
+
+/// The first line of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Header {
+    pub tokengate_export: u32,
+    pub next_id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Header(Header),
+    Token(Exported),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("line {line}: {message}")]
+    Input { line: usize, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `store stats` prints.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub tokens: u64,
+    pub users: u64,
+    pub expired: u64,
+    pub never_expire: u64,
+    pub read_only: u64,
+    pub highest_id: u64,
+    pub bytes_on_disk: u64,
+}
+
+pub fn stats(path: &Path, now_ms: u64) -> Result<Stats, ToolError> {
+    let backend = SledBackend::open(path)?;
+    let mut s = Stats {
+        tokens: 0,
+        users: 0,
+        expired: 0,
+        never_expire: 0,
+        read_only: 0,
+        highest_id: 0,
+        bytes_on_disk: dir_size(path),
+    };
+    let mut users = std::collections::HashSet::new();
+    backend.scan(&mut |r| {
+        s.tokens += 1;
+        s.highest_id = s.highest_id.max(r.id);
+        if r.valid_until == 0 {
+            s.never_expire += 1;
+        } else if r.is_expired(now_ms) {
+            s.expired += 1;
+        }
+        if r.scope == Scope::ReadOnly {
+            s.read_only += 1;
+        }
+        users.insert(r.user_key);
+        true
+    })?;
+    s.users = users.len() as u64;
+    Ok(s)
+}
+
+/// Writes every token as one JSON line; returns how many.
+pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ToolError> {
+    let backend = SledBackend::open(path)?;
+    let header = Header {
+        tokengate_export: 1,
+        next_id: backend.next_id()?,
+    };
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string(&header).map_err(std::io::Error::other)?
+    )?;
+    let mut n = 0;
+    let mut failed = None;
+    backend.scan(&mut |r| {
+        let line = serde_json::to_string(&Exported::from(&r)).map_err(std::io::Error::other);
+        match line.and_then(|l| writeln!(out, "{l}")) {
+            Ok(()) => {
+                n += 1;
+                true
+            }
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+/// Reads JSON lines and adds the tokens that are not there yet (by id and by
+/// hash). The whole input is checked before anything is written. Returns
+/// `(added, already_present)`.
+pub fn import(path: &Path, input: &mut dyn BufRead) -> Result<(u64, u64), ToolError> {
+    let mut records = Vec::new();
+    let mut next_id = 0;
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |message: String| ToolError::Input {
+            line: i + 1,
+            message,
+        };
+        match serde_json::from_str::<Line>(&line) {
+            Ok(Line::Header(h)) => next_id = next_id.max(h.next_id),
+            Ok(Line::Token(t)) => records.push(t.record().map_err(bad)?),
+            // Parsed again as a token, for the message that says which field is wrong.
+            Err(_) => {
+                return Err(bad(serde_json::from_str::<Exported>(&line)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()));
+            }
+        }
+    }
+    let backend = SledBackend::open(path)?;
+    let mut added = 0;
+    for chunk in records.chunks(1_000) {
+        added += backend.restore(chunk)?;
+    }
+    backend.raise_next_id(next_id)?;
+    backend.flush()?;
+    Ok((added, records.len() as u64 - added))
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
