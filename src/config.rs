@@ -44,6 +44,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub max_api_body_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// Threads serving the public listener, each with its own event loop and
+    /// upstream connections; 0 = one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16_384,
             max_api_body_bytes: 65_536,
             shutdown_grace_ms: 30_000,
+            workers: 0,
         }
     }
 }
@@ -388,6 +392,9 @@ impl Config {
                 "must be between 1024 and 1048576".into(),
             );
         }
+        if s.workers > 256 {
+            bad("server", "workers", "must be at most 256".into());
+        }
         if !(1024..=16_777_216).contains(&s.max_api_body_bytes) {
             bad(
                 "server",
@@ -667,6 +674,14 @@ impl Config {
             .parse()
             .map_err(|_| format!("{raw:?} is not an address like 127.0.0.1:9090"))?;
         Ok(Some(addr))
+    }
+
+    /// How many workers serve the public listener.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
 
     /// `server.trusted_proxies` as networks (invalid entries were rejected by validation).

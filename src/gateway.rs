@@ -26,7 +26,7 @@ use crate::auth::{self, Credential, TokenRefusal};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::{ErrorReply, RespBody};
-use crate::metrics::Metrics;
+use crate::metrics::{Decision, Metrics, Route};
 use crate::net::TrustedProxies;
 use crate::proxy::{Origin, ProxyError, Tunnels, Upstream};
 use crate::server::{ConnInfo, Handler};
@@ -90,7 +90,8 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         || o.idle_timeout_ms != n.idle_timeout_ms
         || o.max_header_bytes != n.max_header_bytes
         || o.max_api_body_bytes != n.max_api_body_bytes
-        || o.shutdown_grace_ms != n.shutdown_grace_ms;
+        || o.shutdown_grace_ms != n.shutdown_grace_ms
+        || o.workers != n.workers;
     if server_changed {
         keys.push("[server]");
     }
@@ -116,6 +117,8 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     pub(crate) live: ArcSwap<Live>,
+    /// For the gateway's own calls (identity look-ups, readiness); each
+    /// worker forwards through its own [`Worker::upstream`].
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) store: Arc<Store>,
     pub(crate) format: TokenFormat,
@@ -151,22 +154,41 @@ enum Caller {
     /// `Basic user:password`: forwarded as it came; an upstream 401 counts.
     Password { user: String },
     /// A valid token: forwarded with the upstream credentials for its owner.
-    Token(AuthEntry),
+    Token(Arc<AuthEntry>),
 }
 
-impl Handler for Gateway {
-    async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<RespBody> {
+/// One worker's view of the gateway: the shared state, and the worker's own
+/// pool of upstream connections (kept on the worker's event loop).
+pub struct Worker {
+    pub gateway: Arc<Gateway>,
+    pub upstream: Arc<Upstream>,
+}
+
+impl Handler for Worker {
+    async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<RespBody> {
+        self.gateway.handle(&self.upstream, req, conn).await
+    }
+}
+
+impl Gateway {
+    /// Steps 1–3, then the proxy path (4–7) or the management API.
+    async fn handle(
+        &self,
+        upstream: &Upstream,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<RespBody> {
         let ctx = self.context(&req, conn);
         self.metrics.in_flight.inc();
         let (route, mut resp) = if let Err(retry) = self.live.load().throttle.check(ctx.client_ip) {
-            self.metrics.decision("throttled");
-            ("proxy", throttled(retry).into_response())
+            self.metrics.decision(Decision::Throttled);
+            (Route::Proxy, throttled(retry).into_response())
         } else if api::is_api_path(req.uri().path()) {
-            ("api", api::handle(self, req, &ctx).await)
+            (Route::Api, api::handle(self, req, &ctx).await)
         } else {
             req.headers_mut()
                 .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-            ("proxy", self.proxy(req, &ctx).await)
+            (Route::Proxy, self.proxy(upstream, req, &ctx).await)
         };
         resp.headers_mut()
             .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -174,9 +196,7 @@ impl Handler for Gateway {
         self.metrics.in_flight.dec();
         resp
     }
-}
 
-impl Gateway {
     /// Applies a new configuration's live settings; returns the changed keys
     /// that need a restart. On error the running settings stay.
     pub fn reload(
@@ -214,8 +234,13 @@ impl Gateway {
         }
     }
 
-    async fn proxy(&self, mut req: Request<Incoming>, ctx: &RequestCtx) -> Response<RespBody> {
-        let live = self.live.load_full();
+    async fn proxy(
+        &self,
+        upstream: &Upstream,
+        mut req: Request<Incoming>,
+        ctx: &RequestCtx,
+    ) -> Response<RespBody> {
+        let live = self.live.load();
         let caller = match self.authenticate(&req, ctx, &live) {
             Ok(caller) => caller,
             Err(reply) => return reply.into_response(),
@@ -225,10 +250,7 @@ impl Gateway {
             trusted_peer: ctx.trusted_peer,
             scheme: ctx.scheme,
         };
-        let upgrade = match self
-            .upstream
-            .rewrite(&mut req, &origin, live.swap.protected())
-        {
+        let upgrade = match upstream.rewrite(&mut req, &origin, live.swap.protected()) {
             Ok(upgrade) => upgrade,
             Err(e) => return ErrorReply::from(e).into_response(),
         };
@@ -246,7 +268,7 @@ impl Gateway {
             .into_response();
         }
         let started = Instant::now();
-        let forwarded = self.upstream.forward(req, upgrade, &self.tunnels).await;
+        let forwarded = upstream.forward(req, upgrade, &self.tunnels).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
@@ -267,35 +289,35 @@ impl Gateway {
     ) -> Result<Caller, ErrorReply> {
         match auth::credential(req.headers(), &self.format) {
             Credential::None => {
-                self.metrics.decision("anonymous");
+                self.metrics.decision(Decision::Anonymous);
                 Ok(Caller::Unchanged)
             }
             Credential::OtherScheme if live.config.auth.reject_unknown_schemes => {
-                self.metrics.decision("other_scheme_refused");
+                self.metrics.decision(Decision::OtherSchemeRefused);
                 audit_failure(ctx, None, None, None, "unknown_scheme");
                 Err(unauthorized())
             }
             Credential::OtherScheme => {
-                self.metrics.decision("other_scheme");
+                self.metrics.decision(Decision::OtherScheme);
                 Ok(Caller::Unchanged)
             }
             Credential::Unreadable => {
-                self.metrics.decision("invalid");
+                self.metrics.decision(Decision::Invalid);
                 Err(self.failed(ctx, live, None, None, "unreadable_authorization"))
             }
             Credential::Password { user } => {
                 if !live.config.tokens.allow_password_basic_auth {
                     // The password is never looked at, so this is no guessing oracle: not counted.
-                    self.metrics.decision("password_refused");
+                    self.metrics.decision(Decision::PasswordRefused);
                     audit_failure(ctx, Some(&user), None, None, "password_auth_disabled");
                     return Err(unauthorized());
                 }
                 if let Some(lock) = self.lockout.locked(&user) {
-                    self.metrics.decision("locked");
+                    self.metrics.decision(Decision::Locked);
                     audit_failure(ctx, Some(&user), None, None, "locked");
                     return Err(locked(lock, self.clock.now_ms()));
                 }
-                self.metrics.decision("password_passthrough");
+                self.metrics.decision(Decision::PasswordPassthrough);
                 Ok(Caller::Password { user })
             }
             Credential::Token { user, token } => {
@@ -303,7 +325,7 @@ impl Gateway {
                 let read_only_ok =
                     matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
                 if entry.scope == Scope::ReadOnly && !read_only_ok {
-                    self.metrics.decision("read_only");
+                    self.metrics.decision(Decision::ReadOnly);
                     audit_failure(
                         ctx,
                         Some(&entry.user_name),
@@ -316,7 +338,7 @@ impl Gateway {
                         "This token is read-only: only GET, HEAD and OPTIONS requests are allowed",
                     ));
                 }
-                self.metrics.decision("ok");
+                self.metrics.decision(Decision::Ok);
                 self.store.touch(entry.id, self.clock.now_ms());
                 Ok(Caller::Token(entry))
             }
@@ -328,12 +350,12 @@ impl Gateway {
     pub(crate) fn check_token(
         &self,
         user: Option<&str>,
-        token: &auth::PresentedToken,
+        token: &auth::PresentedToken<'_>,
         ctx: &RequestCtx,
         live: &Live,
-    ) -> Result<AuthEntry, ErrorReply> {
+    ) -> Result<Arc<AuthEntry>, ErrorReply> {
         if let Some(lock) = user.and_then(|u| self.lockout.locked(u)) {
-            self.metrics.decision("locked");
+            self.metrics.decision(Decision::Locked);
             audit_failure(ctx, user, None, None, "locked");
             return Err(locked(lock, self.clock.now_ms()));
         }
@@ -341,7 +363,7 @@ impl Gateway {
         match auth::verify_token(&self.store, &self.format, user, token, now) {
             Ok(entry) => {
                 if let Some(lock) = self.lockout.locked(&entry.user_name) {
-                    self.metrics.decision("locked");
+                    self.metrics.decision(Decision::Locked);
                     audit_failure(
                         ctx,
                         Some(&entry.user_name),
@@ -355,7 +377,7 @@ impl Gateway {
                 Ok(entry)
             }
             Err(TokenRefusal::Store(e)) => {
-                self.metrics.decision("store_unavailable");
+                self.metrics.decision(Decision::StoreUnavailable);
                 tracing::error!(error = %e, request_id = ctx.request_id(), "token store unavailable; refusing token requests");
                 Err(ErrorReply::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -363,7 +385,7 @@ impl Gateway {
                 ))
             }
             Err(refusal) => {
-                self.metrics.decision(refusal.result_label());
+                self.metrics.decision(refusal.decision());
                 let entry = refusal.entry();
                 // The user whose counter this failure counts against: the one named
                 // in Basic, else the owner of a known (expired) token.
@@ -483,8 +505,14 @@ fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
             return v.clone();
         }
     }
-    let id: u128 = rand::random();
-    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random: [u8; 16] = rand::random();
+    let mut id = [0u8; 32];
+    for (i, b) in random.iter().enumerate() {
+        id[2 * i] = HEX[usize::from(b >> 4)];
+        id[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// One audit event per failed authentication (SPEC §8); never a secret.

@@ -79,7 +79,15 @@ pub struct Running {
     gateway: Arc<Gateway>,
     env: EnvLookup,
     shutdown: CancellationToken,
-    done: tokio::task::JoinHandle<()>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Dropping a running gateway stops it without waiting; [`Running::stop`]
+/// waits for the graceful shutdown.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl Running {
@@ -102,10 +110,13 @@ impl Running {
 
     /// Stops accepting, lets in-flight requests finish (up to
     /// `shutdown_grace_ms`), writes `lastAccessed` and closes the store.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        drop(self.gateway);
-        let _ = self.done.await;
+        let done = self.done.take();
+        drop(self);
+        if let Some(done) = done {
+            let _ = done.await;
+        }
     }
 }
 
@@ -118,12 +129,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
-    let listener = server::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok((listener, bound))
+fn bind(
+    addr: SocketAddr,
+    count: usize,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), StartError> {
+    let listeners =
+        server::bind(addr, count).map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listeners
+        .first()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|source| StartError::Bind { addr, source })?
+        .unwrap_or(addr);
+    Ok((listeners, bound))
 }
 
 /// Opens the store, binds the listeners and starts serving.
@@ -149,8 +167,14 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     let store = Arc::new(Store::open(&config.tokens.store_path)?);
     let metrics = Arc::new(Metrics::new());
     metrics.tokens.set(store.count().unwrap_or(0) as i64);
-    let (listener, addr) = bind(config.server.listen)?;
-    let admin = admin_listen.map(bind).transpose()?;
+    let workers = config.worker_count();
+    // One upstream pool per worker, built before anything listens.
+    let worker_upstreams = (0..workers)
+        .map(|_| Upstream::new(&config))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Config)?;
+    let (listeners, addr) = bind(config.server.listen, workers)?;
+    let admin = admin_listen.map(|a| bind(a, 1)).transpose()?;
 
     let gateway = Arc::new(Gateway {
         live: ArcSwap::from_pointee(live),
@@ -176,31 +200,57 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
     let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone()));
-    let mut listeners = vec![tokio::spawn(server::serve(
-        listener,
-        tls,
-        gateway.clone(),
-        limits,
-        shutdown.clone(),
-        connections.clone(),
-    ))];
-    let admin_addr = admin.as_ref().map(|(_, a)| *a);
-    if let Some((admin_listener, _)) = admin {
-        listeners.push(tokio::spawn(server::serve(
-            admin_listener,
-            None,
-            Arc::new(admin::Admin::new(gateway.clone())),
-            limits,
-            shutdown.clone(),
-            connections.clone(),
-        )));
+    // The public listener: one thread per worker, each with a single-threaded
+    // event loop, its own socket (SO_REUSEPORT) and its own upstream pool, so
+    // a request never crosses threads.
+    let mut threads = Vec::with_capacity(workers);
+    for (i, (listener, upstream)) in listeners.into_iter().zip(worker_upstreams).enumerate() {
+        let handler = Arc::new(gateway::Worker {
+            gateway: gateway.clone(),
+            upstream,
+        });
+        let (tls, stop) = (tls.clone(), shutdown.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("tokengate-worker-{i}"))
+            .spawn(move || run_worker(listener, tls, handler, limits, stop, grace));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                shutdown.cancel();
+                return Err(StartError::Config(format!(
+                    "cannot start a worker thread: {e}"
+                )));
+            }
+        }
     }
-    tracing::info!(%addr, admin = ?admin_addr, upstream = %config.upstream.url, "tokengate listening");
+    let admin_addr = admin.as_ref().map(|(_, a)| *a);
+    let admin_task = admin
+        .and_then(|(mut sockets, _)| sockets.pop())
+        .map(|socket| {
+            tokio::spawn(server::serve(
+                socket,
+                None,
+                Arc::new(admin::Admin::new(gateway.clone())),
+                limits,
+                shutdown.clone(),
+                connections.clone(),
+            ))
+        });
+    tracing::info!(%addr, admin = ?admin_addr, workers, upstream = %config.upstream.url, "tokengate listening");
 
     let gw = gateway.clone();
+    let stopping = shutdown.clone();
     let done = tokio::spawn(async move {
-        for l in listeners {
-            let _ = l.await;
+        stopping.cancelled().await;
+        // Each worker returns once its connections are done (or the grace is over).
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        if let Some(admin) = admin_task {
+            let _ = admin.await;
         }
         connections.close();
         if tokio::time::timeout(grace, connections.wait())
@@ -230,8 +280,53 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         gateway,
         env: options.env,
         shutdown,
-        done,
+        done: Some(done),
     })
+}
+
+/// A worker thread: serves its listener on its own event loop until
+/// shutdown, then lets its connections finish for up to `grace`.
+fn run_worker(
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Arc<gateway::Worker>,
+    limits: server::Limits,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker's event loop");
+            shutdown.cancel();
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let connections = TaskTracker::new();
+        server::serve(
+            listener,
+            tls,
+            handler,
+            limits,
+            shutdown,
+            connections.clone(),
+        )
+        .await;
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "connections still open after the shutdown grace period"
+            );
+        }
+    });
 }
 
 /// Periodic work: write `lastAccessed`, forget stale failure state.

@@ -2,6 +2,7 @@
 //! routes, status codes, decision names, error kinds — never user names,
 //! paths or token ids.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,10 +29,86 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// The values of `tokengate_auth_decisions_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Ok,
+    Invalid,
+    Expired,
+    WrongUser,
+    Locked,
+    Throttled,
+    ReadOnly,
+    PasswordPassthrough,
+    PasswordRefused,
+    Anonymous,
+    OtherScheme,
+    OtherSchemeRefused,
+    StoreUnavailable,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 13] = [
+        Decision::Ok,
+        Decision::Invalid,
+        Decision::Expired,
+        Decision::WrongUser,
+        Decision::Locked,
+        Decision::Throttled,
+        Decision::ReadOnly,
+        Decision::PasswordPassthrough,
+        Decision::PasswordRefused,
+        Decision::Anonymous,
+        Decision::OtherScheme,
+        Decision::OtherSchemeRefused,
+        Decision::StoreUnavailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Decision::Ok => "ok",
+            Decision::Invalid => "invalid",
+            Decision::Expired => "expired",
+            Decision::WrongUser => "wrong_user",
+            Decision::Locked => "locked",
+            Decision::Throttled => "throttled",
+            Decision::ReadOnly => "read_only",
+            Decision::PasswordPassthrough => "password_passthrough",
+            Decision::PasswordRefused => "password_refused",
+            Decision::Anonymous => "anonymous",
+            Decision::OtherScheme => "other_scheme",
+            Decision::OtherSchemeRefused => "other_scheme_refused",
+            Decision::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// Routes of `tokengate_requests_total{route}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Proxy,
+    Api,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Proxy => "proxy",
+            Route::Api => "api",
+        }
+    }
+}
+
+const STATUSES: usize = 600;
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub auth_decisions: Family<ResultLabels, Counter>,
+    /// The counters of each route and status, looked up once: counting a
+    /// request costs no hashing and no lock.
+    request_counters: [Vec<OnceLock<Counter>>; 2],
+    decision_counters: Vec<Counter>,
     pub upstream_duration: Histogram,
     pub upstream_errors: Family<KindLabels, Counter>,
     pub tokens: Gauge,
@@ -109,8 +186,21 @@ impl Metrics {
             "Seconds since lastAccessed was last written to the store",
             last_access_flush_age.clone(),
         );
+        let decision_counters = Decision::ALL
+            .iter()
+            .map(|d| {
+                auth_decisions
+                    .get_or_create(&ResultLabels { result: d.label() })
+                    .clone()
+            })
+            .collect();
         Metrics {
             registry,
+            request_counters: [
+                (0..STATUSES).map(|_| OnceLock::new()).collect(),
+                (0..STATUSES).map(|_| OnceLock::new()).collect(),
+            ],
+            decision_counters,
             requests,
             auth_decisions,
             upstream_duration,
@@ -124,16 +214,24 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, result: &'static str) {
-        self.auth_decisions
-            .get_or_create(&ResultLabels { result })
-            .inc();
+    pub fn decision(&self, decision: Decision) {
+        // Built for every variant in `new`, in the order of `Decision::ALL`.
+        if let Some(c) = self.decision_counters.get(decision as usize) {
+            c.inc();
+        }
     }
 
-    pub fn request(&self, route: &'static str, status: u16) {
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
+    pub fn request(&self, route: Route, status: u16) {
+        let labels = || RequestLabels {
+            route: route.label(),
+            status,
+        };
+        match self.request_counters[route as usize].get(usize::from(status)) {
+            Some(slot) => slot
+                .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
     }
 
     pub fn upstream_error(&self, kind: &'static str) {
@@ -148,5 +246,34 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_index_their_counters() {
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{d:?}");
+        }
+        let m = Metrics::new();
+        m.decision(Decision::WrongUser);
+        m.request(Route::Api, 201);
+        m.request(Route::Api, 201);
+        let text = m.encode();
+        assert!(
+            text.contains("tokengate_auth_decisions_total{result=\"wrong_user\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tokengate_auth_decisions_total{result=\"ok\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tokengate_requests_total{route=\"api\",status=\"201\"} 2"),
+            "{text}"
+        );
     }
 }

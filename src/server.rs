@@ -89,21 +89,52 @@ pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Binds a listening socket.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+/// Binds `count` listening sockets to one address with `SO_REUSEPORT`, so
+/// that the kernel spreads connections over the workers. Each worker turns
+/// its socket into a tokio listener on its own runtime.
+///
+/// `SO_REUSEPORT` alone would let a second gateway (same user) join a port
+/// that is already served and silently take half of its connections, so a
+/// plain socket first claims the address: it fails with "address in use"
+/// when anything listens there, and it picks the port when `addr` has port 0.
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let socket = |reuse_port: bool| -> io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        // Lets a restart bind while old connections sit in TIME_WAIT; never
+        // lets two listeners share the port.
+        s.set_reuse_address(true)?;
+        #[cfg(unix)]
+        if reuse_port {
+            s.set_reuse_port(true)?;
+        }
+        Ok(s)
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    let claim = socket(false)?;
+    claim.bind(&addr.into())?;
+    let addr = claim
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("listener address is not an IP address"))?;
+    drop(claim);
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let s = socket(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        sockets.push(s.into());
+    }
+    Ok(sockets)
 }
 
 /// Accepts connections until `shutdown` fires; each connection runs as a
 /// task on `tracker` and is asked to finish gracefully at shutdown.
 pub async fn serve<H: Handler>(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     limits: Limits,
@@ -122,6 +153,13 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listening socket");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -442,5 +480,26 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::bind;
+
+    #[test]
+    fn workers_share_one_port_that_a_second_gateway_cannot_join() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        assert_eq!(first.len(), 3);
+        let addr = first[0].local_addr().unwrap();
+        assert!(first.iter().all(|l| l.local_addr().unwrap() == addr));
+        let second = bind(addr, 2);
+        assert_eq!(
+            second.map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::AddrInUse
+        );
+        drop(first);
+        let again = bind(addr, 1).unwrap();
+        assert_eq!(again[0].local_addr().unwrap(), addr);
     }
 }

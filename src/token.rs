@@ -103,19 +103,23 @@ impl TokenFormat {
 
     /// Checks length, alphabet and checksum, touching nothing else.
     pub fn check(&self, s: &str) -> Result<(), Malformed> {
+        // The length first: the cheapest test, and most made-up tokens fail it.
+        if s.len() != self.token_len() {
+            return Err(Malformed::Length);
+        }
         let body = s
             .strip_prefix(&self.lead)
             .ok_or(Malformed::Length)?
             .as_bytes();
-        if body.len() != BODY_LEN {
-            return Err(Malformed::Length);
-        }
-        if !body.iter().all(u8::is_ascii_alphanumeric) {
-            return Err(Malformed::Alphabet);
-        }
         let (random, checksum) = body.split_at(RANDOM_LEN);
-        if checksum != encode_checksum(crc32fast::hash(random)) {
+        // Decoding the six characters is cheaper than encoding the CRC (no
+        // divisions); the random part's alphabet is looked at only when the
+        // checksum matches, which a made-up string almost never does.
+        if decode_checksum(checksum)? != crc32fast::hash(random) {
             return Err(Malformed::Checksum);
+        }
+        if !random.iter().all(u8::is_ascii_alphanumeric) {
+            return Err(Malformed::Alphabet);
         }
         Ok(())
     }
@@ -147,6 +151,31 @@ impl TokenFormat {
         );
         Ok(PlainToken(token))
     }
+}
+
+/// Base62 digit values; 255 marks a byte outside the alphabet.
+const DIGITS: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[BASE62[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The CRC that six base62 characters spell; `Checksum` when it is above
+/// 32 bits, `Alphabet` for a character outside base62.
+fn decode_checksum(chars: &[u8]) -> Result<u32, Malformed> {
+    let mut value = 0u64;
+    for &b in chars {
+        let d = DIGITS[usize::from(b)];
+        if d == 255 {
+            return Err(Malformed::Alphabet);
+        }
+        value = value * 62 + u64::from(d);
+    }
+    u32::try_from(value).map_err(|_| Malformed::Checksum)
 }
 
 fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {
@@ -199,6 +228,19 @@ mod tests {
         );
         assert!(!f.is_token_shaped("password"));
         assert!(f.is_token_shaped("tg_anything"));
+    }
+
+    #[test]
+    fn checksum_digits_round_trip() {
+        for crc in [0, 1, 61, 62, 3843, u32::MAX / 7, u32::MAX] {
+            assert_eq!(decode_checksum(&encode_checksum(crc)), Ok(crc));
+        }
+        assert_eq!(
+            decode_checksum(b"zzzzzz"),
+            Err(Malformed::Checksum),
+            "above u32::MAX"
+        );
+        assert_eq!(decode_checksum(b"00-000"), Err(Malformed::Alphabet));
     }
 
     #[test]

@@ -203,8 +203,8 @@ async fn authenticate(
                 .map_err(|e| identity_failed(e, ctx))?;
             Ok(ApiCaller {
                 identity: Identity {
-                    key: entry.user_key,
-                    name: entry.user_name,
+                    key: entry.user_key.clone(),
+                    name: entry.user_name.clone(),
                     is_admin,
                 },
                 password_auth: None,

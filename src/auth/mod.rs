@@ -7,13 +7,16 @@ pub mod lockout;
 pub mod swap;
 pub mod throttle;
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderValue};
 
+use crate::metrics::Decision;
 use crate::store::{AuthEntry, Store, StoreError};
 use crate::token::{TokenFormat, TokenHash};
 
@@ -23,16 +26,17 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// A token as presented by a client; `Debug` redacts it.
-pub struct PresentedToken(String);
+/// A token as presented by a client, borrowed from its header where it can
+/// be; `Debug` redacts it.
+pub struct PresentedToken<'a>(Cow<'a, str>);
 
-impl PresentedToken {
+impl PresentedToken<'_> {
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-impl fmt::Debug for PresentedToken {
+impl fmt::Debug for PresentedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PresentedToken([REDACTED])")
     }
@@ -40,13 +44,13 @@ impl fmt::Debug for PresentedToken {
 
 /// What the `Authorization` header carries, in the rows of SPEC §1.
 #[derive(Debug)]
-pub enum Credential {
+pub enum Credential<'a> {
     /// No `Authorization` header.
     None,
     /// `Bearer <token>` (user `None`) or `Basic user:<token>`.
     Token {
         user: Option<String>,
-        token: PresentedToken,
+        token: PresentedToken<'a>,
     },
     /// `Basic user:password` where the password is not token-shaped.
     Password { user: String },
@@ -58,8 +62,8 @@ pub enum Credential {
     Unreadable,
 }
 
-/// Reads the `Authorization` header; allocation only for what it returns.
-pub fn credential(headers: &HeaderMap, format: &TokenFormat) -> Credential {
+/// Reads the `Authorization` header. A Bearer token is borrowed, not copied.
+pub fn credential<'a>(headers: &'a HeaderMap, format: &TokenFormat) -> Credential<'a> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Credential::None;
@@ -70,23 +74,27 @@ pub fn credential(headers: &HeaderMap, format: &TokenFormat) -> Credential {
     parse_authorization(value, format)
 }
 
-fn parse_authorization(value: &HeaderValue, format: &TokenFormat) -> Credential {
-    let Ok(text) = value.to_str() else {
-        return Credential::Unreadable;
+fn parse_authorization<'a>(value: &'a HeaderValue, format: &TokenFormat) -> Credential<'a> {
+    let bytes = value.as_bytes().trim_ascii();
+    let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
+        Some(i) => (&bytes[..i], bytes[i + 1..].trim_ascii_start()),
+        None => (bytes, &b""[..]),
     };
-    let text = text.trim();
-    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
-    let rest = rest.trim_start();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return if format.is_token_shaped(rest) {
-            Credential::Token {
+    // The Bearer path is the hot one: bytes are compared as they are, and the
+    // token's own characters are checked later by the format.
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return match std::str::from_utf8(rest) {
+            Ok(rest) if format.is_token_shaped(rest) => Credential::Token {
                 user: None,
-                token: PresentedToken(rest.to_string()),
-            }
-        } else {
-            Credential::OtherScheme
+                token: PresentedToken(Cow::Borrowed(rest)),
+            },
+            Ok(_) => Credential::OtherScheme,
+            Err(_) => Credential::Unreadable,
         };
     }
+    let (Ok(scheme), Ok(rest)) = (std::str::from_utf8(scheme), std::str::from_utf8(rest)) else {
+        return Credential::Unreadable;
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Credential::OtherScheme;
     }
@@ -102,7 +110,7 @@ fn parse_authorization(value: &HeaderValue, format: &TokenFormat) -> Credential 
     if format.is_token_shaped(secret) {
         Credential::Token {
             user: (!user.is_empty()).then(|| user.to_string()),
-            token: PresentedToken(secret.to_string()),
+            token: PresentedToken(Cow::Owned(secret.to_string())),
         }
     } else if user.is_empty() || user.chars().any(char::is_control) {
         Credential::Unreadable
@@ -121,21 +129,21 @@ pub enum TokenRefusal {
     Malformed,
     /// Well-formed but not in the store (never issued, or revoked).
     Unknown,
-    Expired(AuthEntry),
+    Expired(Arc<AuthEntry>),
     /// Basic `user:token` where `user` is not the token's owner.
-    WrongUser(AuthEntry),
+    WrongUser(Arc<AuthEntry>),
     /// The store failed: fail closed.
     Store(StoreError),
 }
 
 impl TokenRefusal {
-    /// Label value for `tokengate_auth_decisions_total{result}`.
-    pub fn result_label(&self) -> &'static str {
+    /// Its value of `tokengate_auth_decisions_total{result}`.
+    pub fn decision(&self) -> Decision {
         match self {
-            TokenRefusal::Malformed | TokenRefusal::Unknown => "invalid",
-            TokenRefusal::Expired(_) => "expired",
-            TokenRefusal::WrongUser(_) => "wrong_user",
-            TokenRefusal::Store(_) => "store_unavailable",
+            TokenRefusal::Malformed | TokenRefusal::Unknown => Decision::Invalid,
+            TokenRefusal::Expired(_) => Decision::Expired,
+            TokenRefusal::WrongUser(_) => Decision::WrongUser,
+            TokenRefusal::Store(_) => Decision::StoreUnavailable,
         }
     }
 
@@ -166,9 +174,9 @@ pub fn verify_token(
     store: &Store,
     format: &TokenFormat,
     user: Option<&str>,
-    token: &PresentedToken,
+    token: &PresentedToken<'_>,
     now_ms: u64,
-) -> Result<AuthEntry, TokenRefusal> {
+) -> Result<Arc<AuthEntry>, TokenRefusal> {
     if format.check(token.expose()).is_err() {
         return Err(TokenRefusal::Malformed);
     }
@@ -270,7 +278,7 @@ mod tests {
 
     #[test]
     fn presented_token_debug_redacts() {
-        let t = PresentedToken("tg_secret".into());
+        let t = PresentedToken(Cow::Borrowed("tg_secret"));
         assert!(!format!("{t:?}").contains("secret"));
     }
 

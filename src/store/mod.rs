@@ -212,12 +212,22 @@ pub trait Backend: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// How many token entries the hot-path cache holds: the tokens in active use.
+const HOT_ENTRIES: usize = 100_000;
+
 /// The store as the gateway uses it.
 pub struct Store {
     backend: Arc<dyn Backend>,
     commit: GroupCommit,
-    /// `lastAccessed` not yet written: id → epoch ms.
-    access: DashMap<u64, u64>,
+    /// `lastAccessed` not yet written: id → epoch ms. Touched on every token
+    /// request, so hashed with foldhash rather than SipHash.
+    access: DashMap<u64, u64, foldhash::fast::RandomState>,
+    /// Entries of recently used tokens. sled caches whole leaf pages, so with
+    /// a million tokens the active ones, spread over every page, would evict
+    /// each other; this keeps a lookup of an active token in memory.
+    hot: quick_cache::sync::Cache<TokenHash, Arc<AuthEntry>>,
+    /// Bumped by every deletion; see [`Store::lookup`].
+    removals: AtomicU64,
 }
 
 impl Store {
@@ -230,7 +240,9 @@ impl Store {
         Store {
             commit: GroupCommit::start(backend.clone()),
             backend,
-            access: DashMap::new(),
+            access: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            hot: quick_cache::sync::Cache::new(HOT_ENTRIES),
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -238,9 +250,39 @@ impl Store {
         &self.backend
     }
 
-    /// The token hot path: one lookup by hash, no write.
-    pub fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
-        self.backend.lookup(hash)
+    /// The token hot path: a lookup by hash, from memory for tokens in use;
+    /// no write.
+    ///
+    /// A deleted token must never come back from the cache. Deletion removes
+    /// the record, then bumps `removals`, then evicts the entry; a lookup that
+    /// read the store keeps its entry only if no deletion counted in between,
+    /// checked again after inserting, so any interleaving ends with the entry
+    /// gone.
+    pub fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<AuthEntry>>, StoreError> {
+        if let Some(entry) = self.hot.get(hash) {
+            return Ok(Some(entry));
+        }
+        let before = self.removals.load(Ordering::SeqCst);
+        let Some(entry) = self.backend.lookup(hash)?.map(Arc::new) else {
+            return Ok(None);
+        };
+        if self.removals.load(Ordering::SeqCst) == before {
+            self.hot.insert(*hash, entry.clone());
+            if self.removals.load(Ordering::SeqCst) != before {
+                self.hot.remove(hash);
+            }
+        }
+        Ok(Some(entry))
+    }
+
+    fn forget(&self, hash: Option<&TokenHash>) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
+        match hash {
+            Some(h) => {
+                self.hot.remove(h);
+            }
+            None => self.hot.clear(),
+        }
     }
 
     /// Notes a successful use; written by [`Store::flush_access`].
@@ -317,6 +359,9 @@ impl Store {
     /// Deletes a token; returns once the deletion is on disk.
     pub async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
         let r = self.backend.delete(id)?;
+        if let Some(r) = &r {
+            self.forget(Some(&r.hash));
+        }
         self.access.remove(&id);
         self.commit.durable().await?;
         Ok(r)
@@ -325,6 +370,10 @@ impl Store {
     /// Deletes all tokens of a user; returns once on disk.
     pub async fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
         let n = self.backend.delete_user(user_key)?;
+        if n > 0 {
+            // Rare (an admin's call): simply start the cache afresh.
+            self.forget(None);
+        }
         self.commit.durable().await?;
         Ok(n)
     }
@@ -496,6 +545,61 @@ mod tests {
         assert!(store.delete(1).await.unwrap().is_none());
         let r2 = store.create(new_token("U1", "b", 100), 0).await.unwrap();
         assert_eq!(r2.id, 2, "ids are never reused");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_token_never_comes_back_from_the_cache() {
+        let (_dir, store) = temp_store();
+        store.create(new_token("U1", "a", 0), 0).await.unwrap();
+        store.create(new_token("U2", "b", 0), 0).await.unwrap();
+        store.create(new_token("U2", "c", 0), 0).await.unwrap();
+        for seed in ["a", "b", "c"] {
+            assert!(store.lookup(&TokenHash::of(seed)).unwrap().is_some());
+            assert!(
+                store.lookup(&TokenHash::of(seed)).unwrap().is_some(),
+                "from the cache"
+            );
+        }
+        store.delete(1).await.unwrap();
+        assert!(store.lookup(&TokenHash::of("a")).unwrap().is_none());
+        store.delete_user("U2").await.unwrap();
+        assert!(store.lookup(&TokenHash::of("b")).unwrap().is_none());
+        assert!(store.lookup(&TokenHash::of("c")).unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups_racing_a_delete_never_bring_the_token_back() {
+        let (_dir, store) = temp_store();
+        for round in 0..100 {
+            let seed = format!("race-{round}");
+            let r = store.create(new_token("U", &seed, 0), 0).await.unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let lookers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (store, stop, seed) = (store.clone(), stop.clone(), seed.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            let _ = store.lookup(&TokenHash::of(&seed));
+                        }
+                    })
+                })
+                .collect();
+            store.delete(r.id).await.unwrap();
+            for _ in 0..200 {
+                assert!(
+                    store.lookup(&TokenHash::of(&seed)).unwrap().is_none(),
+                    "round {round}"
+                );
+            }
+            stop.store(true, Ordering::Relaxed);
+            for l in lookers {
+                l.join().unwrap();
+            }
+            assert!(
+                store.lookup(&TokenHash::of(&seed)).unwrap().is_none(),
+                "round {round}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //!
 //! Trees (all keys big-endian so that byte order is numeric order):
 //! - `tokens`:    id → record
-//! - `hashes`:    SHA-256 → [`AuthEntry`] (the hot path: one lookup)
+//! - `hashes`:    SHA-256 → id (the store's hot-path cache keeps used tokens in memory)
 //! - `by_user`:   user key ‖ 0xFF ‖ id → () (0xFF never occurs in UTF-8)
 //! - `by_expiry`: validUntil ‖ id → () (never-expiring tokens are not indexed)
 //! - `counts`:    user key → number of tokens (atomic per-user limit)
@@ -20,6 +20,10 @@ use crate::token::TokenHash;
 
 const NEXT_ID: &[u8] = b"next_id";
 const COUNT: &[u8] = b"count";
+/// Layout of the trees. 1 (implicit): `hashes` held an `AuthEntry`;
+/// 2: `hashes` holds the id. Older stores are migrated on open.
+const LAYOUT: &[u8] = b"layout";
+const CURRENT_LAYOUT: u64 = 2;
 
 pub struct SledBackend {
     db: sled::Db,
@@ -119,9 +123,9 @@ impl SledBackend {
     pub fn open(path: &Path) -> Result<SledBackend, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            // The hot path reads `hashes`; a modest cache keeps it in memory
-            // without letting sled take the 1 GiB it would by default.
-            .cache_capacity(64 * 1024 * 1024)
+            // Tokens in use are cached by the store itself; sled's own page
+            // cache stays small instead of the 1 GiB it would take by default.
+            .cache_capacity(32 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
                 // sled holds an exclusive file lock while a store is open.
@@ -131,7 +135,7 @@ impl SledBackend {
                 e => StoreError::Unavailable(format!("cannot open {}: {e}", path.display())),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(unavailable);
-        Ok(SledBackend {
+        let backend = SledBackend {
             tokens: tree("tokens")?,
             hashes: tree("hashes")?,
             by_user: tree("by_user")?,
@@ -139,7 +143,35 @@ impl SledBackend {
             counts: tree("counts")?,
             meta: tree("meta")?,
             db,
-        })
+        };
+        backend.migrate()?;
+        Ok(backend)
+    }
+
+    /// Brings a store written by an older version to [`CURRENT_LAYOUT`].
+    /// Idempotent: an interrupted migration is redone on the next open.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let layout = u64_of(self.meta.get(LAYOUT).map_err(unavailable)?);
+        if layout > CURRENT_LAYOUT {
+            return Err(StoreError::Corrupt(format!(
+                "store layout {layout} is newer than this version understands ({CURRENT_LAYOUT})"
+            )));
+        }
+        if layout < 2 {
+            for kv in self.tokens.iter().values() {
+                let r: TokenRecord = decode(&kv.map_err(unavailable)?)?;
+                self.hashes
+                    .insert(r.hash.0, &r.id.to_be_bytes())
+                    .map_err(unavailable)?;
+            }
+        }
+        if layout != CURRENT_LAYOUT {
+            self.meta
+                .insert(LAYOUT, &CURRENT_LAYOUT.to_be_bytes())
+                .map_err(unavailable)?;
+            self.db.flush().map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     fn records_by_ids(
@@ -208,7 +240,7 @@ impl SledBackend {
         r: &TokenRecord,
     ) -> TxResult<()> {
         t.insert(&r.id.to_be_bytes(), tx_encode(r)?)?;
-        h.insert(&r.hash.0, tx_encode(&r.auth_entry())?)?;
+        h.insert(&r.hash.0, &r.id.to_be_bytes())?;
         u.insert(user_index_key(&r.user_key, r.id), &[])?;
         if r.valid_until != 0 {
             e.insert(&expiry_key(r.valid_until, r.id), &[])?;
@@ -236,10 +268,13 @@ impl SledBackend {
 
 impl Backend for SledBackend {
     fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
-        match self.hashes.get(hash.0).map_err(unavailable)? {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        let Some(id) = self.hashes.get(hash.0).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let id = <[u8; 8]>::try_from(id.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt("a hash entry without an id".into()))?;
+        Ok(self.get(id)?.map(|r| r.auth_entry()))
     }
 
     fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
@@ -489,5 +524,44 @@ impl Backend for SledBackend {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewToken, Scope};
+
+    #[test]
+    fn a_store_of_the_first_layout_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let hash = TokenHash::of("seed");
+        {
+            let backend = SledBackend::open(&path).unwrap();
+            let new = NewToken {
+                hash,
+                description: "old".into(),
+                user_key: "U1".into(),
+                user_name: "u1".into(),
+                created_by: "U1".into(),
+                created: 1,
+                valid_until: 0,
+                scope: Scope::ReadWrite,
+            };
+            let r = backend.insert(new, 0).map_err(|_| "insert").unwrap();
+            // What layout 1 kept: the whole entry under the hash, no marker.
+            let old = postcard::to_allocvec(&r.auth_entry()).unwrap();
+            backend.hashes.insert(hash.0, old).unwrap();
+            backend.meta.remove(LAYOUT).unwrap();
+            backend.db.flush().unwrap();
+        }
+        let backend = SledBackend::open(&path).unwrap();
+        let entry = backend
+            .lookup(&hash)
+            .unwrap()
+            .expect("found after migration");
+        assert_eq!((entry.id, entry.user_key.as_str()), (1, "U1"));
+        assert_eq!(u64_of(backend.meta.get(LAYOUT).unwrap()), CURRENT_LAYOUT);
     }
 }
