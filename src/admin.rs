@@ -1,6 +1,6 @@
 //! The admin listener (`server.admin_listen`), never the public one:
-//! `/healthz` (the process answers), `/readyz` (store open and upstream
-//! reachable, else 503) and `/metrics` (Prometheus text).
+//! `/healthz` (the process answers), `/readyz` (store open and writable,
+//! upstream reachable, else 503) and `/metrics` (Prometheus text).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,9 +56,20 @@ impl Admin {
 
 /// The readiness checks themselves; also run periodically for the `tokengate_ready` gauge.
 pub async fn check(gw: &Gateway) -> Readiness {
-    let store = match gw.store.count() {
-        Ok(_) => "ok".to_string(),
+    let store = match gw.store.get() {
         Err(e) => e.to_string(),
+        Ok(store) => match store.count() {
+            Err(e) => e.to_string(),
+            // After a failed write, ready again only once a write works.
+            Ok(_) if store.write_problem().is_some() => {
+                match tokio::task::spawn_blocking(move || store.probe_write()).await {
+                    Ok(Ok(())) => "ok".to_string(),
+                    Ok(Err(e)) => format!("writes fail: {e}"),
+                    Err(e) => format!("writes fail: {e}"),
+                }
+            }
+            Ok(_) => "ok".to_string(),
+        },
     };
     let upstream = match gw.upstream.probe().await {
         Ok(_) => "ok".to_string(),

@@ -47,6 +47,9 @@ pub struct ServerConfig {
     /// Threads serving the public listener, each with its own event loop and
     /// upstream connections; 0 = one per CPU core.
     pub workers: usize,
+    /// Connections each listener serves at once, over all its workers; more
+    /// wait in the kernel's accept queue until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             max_api_body_bytes: 65_536,
             shutdown_grace_ms: 30_000,
             workers: 0,
+            max_connections: 10_000,
         }
     }
 }
@@ -394,6 +398,13 @@ impl Config {
         }
         if s.workers > 256 {
             bad("server", "workers", "must be at most 256".into());
+        }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            bad(
+                "server",
+                "max_connections",
+                "must be between 1 and 1000000".into(),
+            );
         }
         if !(1024..=16_777_216).contains(&s.max_api_body_bytes) {
             bad(

@@ -30,7 +30,7 @@ use crate::metrics::{Decision, Metrics, Route};
 use crate::net::TrustedProxies;
 use crate::proxy::{Origin, ProxyError, Tunnels, Upstream};
 use crate::server::{ConnInfo, Handler};
-use crate::store::{AuthEntry, Scope, Store};
+use crate::store::{AuthEntry, Scope, StoreCell};
 use crate::token::TokenFormat;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -91,7 +91,8 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         || o.max_header_bytes != n.max_header_bytes
         || o.max_api_body_bytes != n.max_api_body_bytes
         || o.shutdown_grace_ms != n.shutdown_grace_ms
-        || o.workers != n.workers;
+        || o.workers != n.workers
+        || o.max_connections != n.max_connections;
     if server_changed {
         keys.push("[server]");
     }
@@ -120,7 +121,9 @@ pub struct Gateway {
     /// For the gateway's own calls (identity look-ups, readiness); each
     /// worker forwards through its own [`Worker::upstream`].
     pub(crate) upstream: Arc<Upstream>,
-    pub(crate) store: Arc<Store>,
+    /// The token store; while it is not open, token requests and the
+    /// management API get 503 and everything else is forwarded as usual.
+    pub(crate) store: StoreCell,
     pub(crate) format: TokenFormat,
     pub(crate) lockout: Lockout,
     pub(crate) trusted: TrustedProxies,
@@ -339,7 +342,7 @@ impl Gateway {
                     ));
                 }
                 self.metrics.decision(Decision::Ok);
-                self.store.touch(entry.id, self.clock.now_ms());
+                self.touch(&entry);
                 Ok(Caller::Token(entry))
             }
         }
@@ -360,7 +363,13 @@ impl Gateway {
             return Err(locked(lock, self.clock.now_ms()));
         }
         let now = self.clock.now_ms();
-        match auth::verify_token(&self.store, &self.format, user, token, now) {
+        let verified = match self.store.get() {
+            Ok(store) => auth::verify_token(&store, &self.format, user, token, now),
+            // A malformed token is refused without the store, open or not.
+            Err(_) if self.format.check(token.expose()).is_err() => Err(TokenRefusal::Malformed),
+            Err(e) => Err(TokenRefusal::Store(e)),
+        };
+        match verified {
             Ok(entry) => {
                 if let Some(lock) = self.lockout.locked(&entry.user_name) {
                     self.metrics.decision(Decision::Locked);
@@ -378,11 +387,13 @@ impl Gateway {
             }
             Err(TokenRefusal::Store(e)) => {
                 self.metrics.decision(Decision::StoreUnavailable);
-                tracing::error!(error = %e, request_id = ctx.request_id(), "token store unavailable; refusing token requests");
-                Err(ErrorReply::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "The token store is unavailable; please try again later",
-                ))
+                if self.store.is_open() {
+                    tracing::error!(error = %e, request_id = ctx.request_id(), "token store lookup failed; token refused with 503");
+                } else {
+                    // Logged once per change by the task that keeps trying to open it.
+                    tracing::debug!(error = %e, request_id = ctx.request_id(), "token store not open; token refused with 503");
+                }
+                Err(store_unavailable())
             }
             Err(refusal) => {
                 self.metrics.decision(refusal.decision());
@@ -402,6 +413,13 @@ impl Gateway {
                 }
                 Err(self.failed(ctx, live, counted, entry, refusal.reason()))
             }
+        }
+    }
+
+    /// Notes a successful token use (`lastAccessed`, written in batches).
+    pub(crate) fn touch(&self, entry: &AuthEntry) {
+        if let Some(store) = self.store.current() {
+            store.touch(entry.id, self.clock.now_ms());
         }
     }
 
@@ -484,8 +502,9 @@ impl Gateway {
             ProxyError::Broken(_) => "broken",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::BadTarget(_) => "bad_target",
+            ProxyError::ClientStalled(_) => "client_stalled",
         };
-        if !matches!(e, ProxyError::BadTarget(_)) {
+        if !matches!(e, ProxyError::BadTarget(_) | ProxyError::ClientStalled(_)) {
             self.metrics.upstream_error(kind);
             tracing::warn!(error = %e, request_id = ctx.request_id(), "upstream request failed");
         }
@@ -550,6 +569,16 @@ pub(crate) fn unauthorized() -> ErrorReply {
         X_SERAPH_LOGIN_REASON.clone(),
         HeaderValue::from_static("AUTHENTICATED_FAILED"),
     )
+}
+
+/// The 503 of a request that needs the token store while it is unavailable
+/// (SPEC §2: fail closed).
+pub(crate) fn store_unavailable() -> ErrorReply {
+    ErrorReply::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The token store is unavailable; please try again later",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("5"))
 }
 
 pub(crate) fn locked(lock: Locked, now_ms: u64) -> ErrorReply {

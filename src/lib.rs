@@ -37,7 +37,7 @@ use crate::gateway::{Gateway, Live};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::proxy::{Tunnels, Upstream};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreCell, StoreError};
 use crate::token::TokenFormat;
 
 /// Looks up an environment variable (the process environment in production).
@@ -71,6 +71,15 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Opens the token store; called at start and, while it fails, again in the
+/// background until it works.
+pub type StoreOpener = Arc<dyn Fn() -> Result<Store, StoreError> + Send + Sync>;
+
+/// The first retry of a store that would not open comes after this long;
+/// each further one waits twice as long, up to [`STORE_RETRY_MAX`].
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// A running gateway.
 pub struct Running {
@@ -145,7 +154,22 @@ fn bind(
 }
 
 /// Opens the store, binds the listeners and starts serving.
+///
+/// A store that cannot be opened does not stop the gateway: it serves what
+/// needs no store (anonymous and password requests, other schemes), answers
+/// 503 to token requests and the management API, reports not ready, and
+/// keeps trying to open the store in the background.
 pub async fn start(config: Config, options: Options) -> Result<Running, StartError> {
+    let path = config.tokens.store_path.clone();
+    start_with_store(config, options, Arc::new(move || Store::open(&path))).await
+}
+
+/// [`start`] with another way of opening the store (tests, other engines).
+pub async fn start_with_store(
+    config: Config,
+    options: Options,
+    open_store: StoreOpener,
+) -> Result<Running, StartError> {
     let clock = options.clock.clone();
     let upstream = Upstream::new(&config).map_err(StartError::Config)?;
     let live = Live::build(
@@ -164,9 +188,24 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         (cert, key) => Some(server::tls_acceptor(cert, key).map_err(StartError::Config)?),
     };
     let admin_listen = config.admin_listen_addr().map_err(StartError::Config)?;
-    let store = Arc::new(Store::open(&config.tokens.store_path)?);
     let metrics = Arc::new(Metrics::new());
-    metrics.tokens.set(store.count().unwrap_or(0) as i64);
+    let mut initial_problem = None;
+    let store = match open_store() {
+        Ok(store) => {
+            let store = Arc::new(store);
+            metrics.tokens.set(store.count().unwrap_or(0) as i64);
+            StoreCell::open(store)
+        }
+        Err(e) => {
+            initial_problem = Some(e.to_string());
+            tracing::error!(
+                error = %e,
+                store = %config.tokens.store_path.display(),
+                "the token store cannot be opened; token requests and the management API get 503 until it opens; retrying in the background"
+            );
+            StoreCell::closed(&e)
+        }
+    };
     let workers = config.worker_count();
     // One upstream pool per worker, built before anything listens.
     let worker_upstreams = (0..workers)
@@ -200,19 +239,28 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
     let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone()));
+    let opener = initial_problem.map(|problem| {
+        tokio::spawn(keep_opening(
+            gateway.clone(),
+            open_store,
+            problem,
+            shutdown.clone(),
+        ))
+    });
     // The public listener: one thread per worker, each with a single-threaded
     // event loop, its own socket (SO_REUSEPORT) and its own upstream pool, so
     // a request never crosses threads.
+    let public_cap = server::ConnectionCap::new(config.server.max_connections);
     let mut threads = Vec::with_capacity(workers);
     for (i, (listener, upstream)) in listeners.into_iter().zip(worker_upstreams).enumerate() {
         let handler = Arc::new(gateway::Worker {
             gateway: gateway.clone(),
             upstream,
         });
-        let (tls, stop) = (tls.clone(), shutdown.clone());
+        let (tls, stop, cap) = (tls.clone(), shutdown.clone(), public_cap.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("tokengate-worker-{i}"))
-            .spawn(move || run_worker(listener, tls, handler, limits, stop, grace));
+            .spawn(move || run_worker(listener, tls, handler, limits, cap, stop, grace));
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -232,6 +280,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
                 None,
                 Arc::new(admin::Admin::new(gateway.clone())),
                 limits,
+                server::ConnectionCap::new(config.server.max_connections),
                 shutdown.clone(),
                 connections.clone(),
             ))
@@ -266,12 +315,19 @@ pub async fn start(config: Config, options: Options) -> Result<Running, StartErr
         gw.tunnels.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), gw.tunnels.tracker.wait()).await;
         let _ = housekeeping.await;
-        let store = gw.store.clone();
+        if let Some(opener) = opener {
+            // Returns once an attempt in progress is over: a store it opened is closed below.
+            let _ = opener.await;
+        }
+        let store = gw.store.current();
         drop(gw);
-        match tokio::task::spawn_blocking(move || store.close()).await {
-            Ok(Ok(())) => tracing::info!("store closed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
-            Err(e) => tracing::error!(error = %e, "closing the store failed"),
+        match store {
+            Some(store) => match tokio::task::spawn_blocking(move || store.close()).await {
+                Ok(Ok(())) => tracing::info!("store closed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+                Err(e) => tracing::error!(error = %e, "closing the store failed"),
+            },
+            None => tracing::info!("store was never opened; nothing to close"),
         }
     });
     Ok(Running {
@@ -291,6 +347,7 @@ fn run_worker(
     tls: Option<tokio_rustls::TlsAcceptor>,
     handler: Arc<gateway::Worker>,
     limits: server::Limits,
+    cap: server::ConnectionCap,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -312,6 +369,7 @@ fn run_worker(
             tls,
             handler,
             limits,
+            cap,
             shutdown,
             connections.clone(),
         )
@@ -327,6 +385,55 @@ fn run_worker(
             );
         }
     });
+}
+
+/// Retries opening a store that would not open at start, until it opens or
+/// the gateway stops. Each new reason is logged once.
+async fn keep_opening(
+    gw: Arc<Gateway>,
+    open_store: StoreOpener,
+    first_problem: String,
+    shutdown: CancellationToken,
+) {
+    let mut wait = STORE_RETRY_FIRST;
+    let mut last_problem = first_problem;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(STORE_RETRY_MAX);
+        let open = open_store.clone();
+        let opened = tokio::task::spawn_blocking(move || open())
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("open task failed: {e}"))));
+        match opened {
+            Ok(store) => {
+                let store = Arc::new(store);
+                gw.metrics.tokens.set(store.count().unwrap_or(0) as i64);
+                gw.store.set(store);
+                tracing::info!(
+                    "the token store is open; token requests and the management API are served again"
+                );
+                // Readiness and its gauge follow at once rather than at the next periodic check.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = admin::check(&gw) => {}
+                }
+                return;
+            }
+            Err(e) => {
+                let problem = e.to_string();
+                if last_problem != problem {
+                    tracing::error!(error = %e, "the token store still cannot be opened; retrying");
+                    gw.store.set_problem(&e);
+                } else {
+                    tracing::debug!(error = %e, "the token store still cannot be opened");
+                }
+                last_problem = problem;
+            }
+        }
+    }
 }
 
 /// Periodic work: write `lastAccessed`, forget stale failure state.
@@ -351,9 +458,11 @@ async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(flush_every.min(Duration::from_secs(1))) => {}
         }
         let now = tokio::time::Instant::now();
-        if now.duration_since(last_attempt) >= flush_every {
+        let store = gw.store.current();
+        if let Some(store) = store.clone()
+            && now.duration_since(last_attempt) >= flush_every
+        {
             last_attempt = now;
-            let store = gw.store.clone();
             match tokio::task::spawn_blocking(move || store.flush_access()).await {
                 Ok(Ok(_)) => last_flush = now,
                 Ok(Err(e)) => tracing::error!(error = %e, "writing lastAccessed failed"),
@@ -362,7 +471,7 @@ async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
         }
         gw.metrics
             .last_access_pending
-            .set(gw.store.pending_access() as i64);
+            .set(store.map_or(0, |s| s.pending_access()) as i64);
         // Age of the last successful write: failing writes make it grow.
         gw.metrics
             .last_access_flush_age

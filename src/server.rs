@@ -6,7 +6,14 @@
 //! which would make the idle timeout meaningless:
 //! - `header_read_timeout_ms`: from the first byte of a request head (or from
 //!   the connection's start, for its first request) to the complete head;
-//! - `idle_timeout_ms`: a connection with nothing in flight and no new bytes.
+//! - `idle_timeout_ms`: a connection with nothing in flight and no new bytes,
+//!   and a response the client stops reading (no byte accepted by the socket
+//!   for that long: the connection is dropped).
+//!
+//! A request body that stalls for `header_read_timeout_ms` ends with
+//! [`BodyStalled`] (see [`StallGuard`]), and `max_connections` caps the
+//! connections a listener serves at once ([`ConnectionCap`]): beyond it, new
+//! connections wait (in the kernel's accept queue) until one closes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +35,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,6 +72,27 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
+}
+
+/// How many connections a listener serves at once, shared by all the
+/// workers that accept on it. A connection accepted while every slot is taken
+/// waits, unserved, until one frees; meanwhile its worker accepts nothing more,
+/// so later connections wait in the kernel's accept queue (as with HAProxy's
+/// `maxconn` and nginx's `worker_connections`).
+#[derive(Debug, Clone)]
+pub struct ConnectionCap {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionCap {
+    pub fn new(max: usize) -> ConnectionCap {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        ConnectionCap {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
 }
 
 /// Loads the listener's certificate chain and key (PEM) into a TLS acceptor
@@ -132,12 +161,14 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListe
 }
 
 /// Accepts connections until `shutdown` fires; each connection runs as a
-/// task on `tracker` and is asked to finish gracefully at shutdown.
+/// task on `tracker` and is asked to finish gracefully at shutdown. A
+/// connection is served only with a slot of `cap`, held until it closes.
 pub async fn serve<H: Handler>(
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     limits: Limits,
+    cap: ConnectionCap,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -160,6 +191,7 @@ pub async fn serve<H: Handler>(
             return;
         }
     };
+    let mut last_full_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -174,6 +206,25 @@ pub async fn serve<H: Handler>(
                 continue;
             }
         };
+        let slot = match cap.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    last_full_warning = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = cap.max,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    slot = cap.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
@@ -181,6 +232,7 @@ pub async fn serve<H: Handler>(
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             connection(stream, peer, tls, handler, builder, limits, shutdown).await;
+            drop(slot);
         });
     }
 }
@@ -248,7 +300,9 @@ async fn drive<H, I>(
     let peer = info.peer;
     let service = {
         let activity = activity.clone();
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut()
+                .insert(BodyGap(limits.header_read_timeout));
             let handler = handler.clone();
             let info = info.clone();
             let guard = InFlight::begin(activity.clone());
@@ -287,6 +341,10 @@ async fn drive<H, I>(
                     tracing::debug!(%peer, "request head not received in time; closing the connection");
                     break;
                 }
+                Verdict::WriteStalled => {
+                    tracing::debug!(%peer, "the client stopped reading its response; closing the connection");
+                    break;
+                }
             },
         }
     }
@@ -297,6 +355,8 @@ async fn drive<H, I>(
 enum Verdict {
     Idle,
     HeaderTimeout,
+    /// A write to the client has waited for the socket for `idle_timeout`.
+    WriteStalled,
 }
 
 const NONE: u64 = u64::MAX;
@@ -310,6 +370,9 @@ struct Activity {
     head_started: AtomicU64,
     h2: AtomicBool,
     first_read_seen: AtomicBool,
+    /// Since when a write to the client waits for the socket (NONE: it does not).
+    write_blocked_since: AtomicU64,
+    write_blocked: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -322,6 +385,8 @@ impl Activity {
             head_started: AtomicU64::new(NONE),
             h2: AtomicBool::new(false),
             first_read_seen: AtomicBool::new(false),
+            write_blocked_since: AtomicU64::new(NONE),
+            write_blocked: tokio::sync::Notify::new(),
         }
     }
 
@@ -343,7 +408,30 @@ impl Activity {
     }
 
     /// When the connection is due for a verdict, if nothing changes until then.
+    /// Records whether a write to the client made progress (or failed,
+    /// which ends the connection anyway).
+    fn on_write<T>(&self, polled: &Poll<io::Result<T>>) {
+        match polled {
+            Poll::Pending => {
+                if self.write_blocked_since.load(Ordering::Relaxed) == NONE {
+                    self.write_blocked_since
+                        .store(self.now_ms(), Ordering::Relaxed);
+                    // The one event that moves a deadline in: wake the watchdog.
+                    self.write_blocked.notify_one();
+                }
+            }
+            Poll::Ready(_) => self.write_blocked_since.store(NONE, Ordering::Relaxed),
+        }
+    }
+
     fn deadline(&self, limits: &Limits) -> Option<(u64, Verdict)> {
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != NONE {
+            return Some((
+                blocked.saturating_add(limits.idle_timeout.as_millis() as u64),
+                Verdict::WriteStalled,
+            ));
+        }
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -369,10 +457,14 @@ async fn watchdog(activity: &Activity, limits: Limits) -> Verdict {
         let wait = match activity.deadline(&limits) {
             Some((at, verdict)) if at <= now => return verdict,
             Some((at, _)) => at - now,
-            // Busy: look again later; activity only ever moves deadlines out.
+            // Busy: look again later; activity only ever moves deadlines out,
+            // except a write that blocks, which wakes the watchdog.
             None => limits.idle_timeout.as_millis() as u64,
         };
-        tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait.max(1))) => {}
+            _ = activity.write_blocked.notified() => {}
+        }
     }
 }
 
@@ -424,6 +516,124 @@ impl Body for TrackedBody {
     }
 }
 
+/// The error of a request body that stalled: the client sent no byte of it
+/// for the allowed gap.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0} ms")]
+pub struct BodyStalled(pub u128);
+
+impl BodyStalled {
+    /// Is `e`, or one of its sources, a stalled request body?
+    pub fn is_cause_of(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(e);
+        while let Some(err) = next {
+            if err.is::<BodyStalled>() {
+                return true;
+            }
+            next = err.source();
+        }
+        false
+    }
+}
+
+/// The longest pause allowed in a request body, put in every request's
+/// extensions for the handlers that read bodies (`header_read_timeout_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyGap(pub Duration);
+
+/// A request body that fails with [`BodyStalled`] when, once asked for its
+/// next bytes, the client sends none for `gap`. The clock runs only while the
+/// reader waits for the client, never while the reader itself is slow.
+pub struct StallGuard<B> {
+    inner: B,
+    gap: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    progress: Arc<BodyProgress>,
+}
+
+/// When a request body last moved: each frame read from the client, and its
+/// end, count. Read by the proxy's response timer.
+#[derive(Debug)]
+pub struct BodyProgress {
+    start: Instant,
+    /// Milliseconds after `start` of the last frame.
+    last_ms: AtomicU64,
+}
+
+impl BodyProgress {
+    /// The instant the body last moved (or the request started).
+    pub fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn moved(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<B: Body> StallGuard<B> {
+    pub fn new(inner: B, gap: Duration) -> StallGuard<B> {
+        StallGuard {
+            inner,
+            gap,
+            timer: None,
+            progress: Arc::new(BodyProgress {
+                start: Instant::now(),
+                last_ms: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// When the client's body last moved.
+    pub fn progress(&self) -> Arc<BodyProgress> {
+        self.progress.clone()
+    }
+}
+
+impl<B> Body for StallGuard<B>
+where
+    B: Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                this.progress.moved();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let gap = this.gap;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(BodyStalled(gap.as_millis())))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A socket that tells the watchdog when bytes arrive.
 struct WatchedIo<I> {
     inner: I,
@@ -459,11 +669,19 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.on_write(&polled);
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        // A flush that waits is blocked too; one that is done proves nothing
+        // (a TCP flush is always done), only accepted bytes do.
+        if polled.is_pending() {
+            self.activity.on_write(&polled);
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -475,7 +693,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.on_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

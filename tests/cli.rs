@@ -64,8 +64,8 @@ fn the_shipped_proxy_toml_documents_every_key() {
         );
     }
     assert_eq!(
-        keys, 44,
-        "every key of SPEC §7, and `server.workers`, is in the shipped file"
+        keys, 45,
+        "every key of SPEC §7, `server.workers` and `server.max_connections` are in the shipped file"
     );
 }
 

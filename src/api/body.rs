@@ -9,6 +9,10 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
 use crate::error::ErrorReply;
+use crate::server::{BodyGap, BodyStalled, StallGuard};
+
+/// The pause allowed in a body when the server did not say (it always does).
+const DEFAULT_BODY_GAP: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const MAX_DESCRIPTION_CHARS: usize = 255;
 
@@ -44,9 +48,20 @@ pub async fn json_object(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
+    let gap = req
+        .extensions()
+        .get::<BodyGap>()
+        .map_or(DEFAULT_BODY_GAP, |g| g.0);
+    let body = StallGuard::new(req.into_body(), gap);
+    let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) if BodyStalled::is_cause_of(&*e) => {
+            return Err(ErrorReply::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body was not received in time",
+            ));
+        }
         Err(_) => {
             return Err(ErrorReply::new(
                 StatusCode::BAD_REQUEST,
@@ -54,7 +69,12 @@ pub async fn json_object(
             ));
         }
     };
-    match serde_json::from_slice::<Value>(&bytes) {
+    parse_object(&bytes)
+}
+
+/// Bytes of a body as one JSON object; 400 otherwise.
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ErrorReply> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ErrorReply::new(
             StatusCode::BAD_REQUEST,

@@ -17,9 +17,11 @@ use serde_json::{Map, Value};
 use crate::auth::identity::{Creds, Identity, IdentityError};
 use crate::auth::{self, Credential};
 use crate::error::{ErrorReply, RespBody, empty_response, json_response};
-use crate::gateway::{Gateway, Live, RequestCtx, audit_failure, locked, unauthorized};
+use crate::gateway::{
+    Gateway, Live, RequestCtx, audit_failure, locked, store_unavailable, unauthorized,
+};
 use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use crate::store::{Filter, InsertError, NewToken, Scope, StoreError, TokenRecord};
+use crate::store::{Filter, InsertError, NewToken, Scope, Store, StoreError, TokenRecord};
 use validity::Requested;
 
 pub const API_ROOT: &str = "/rest/de.resolution.apitokenauth";
@@ -195,7 +197,7 @@ async fn authenticate(
         Credential::Unreadable => Err(gw.failed(ctx, live, None, None, "unreadable_authorization")),
         Credential::Token { user, token } => {
             let entry = gw.check_token(user.as_deref(), &token, ctx, live)?;
-            gw.store.touch(entry.id, gw.clock.now_ms());
+            gw.touch(&entry);
             let is_admin = live
                 .identity
                 .token_owner_is_admin(&entry.user_key, &live.config.auth)
@@ -272,11 +274,16 @@ fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
 }
 
 fn store_failed(e: StoreError) -> ErrorReply {
-    tracing::error!(error = %e, "token store failed");
-    ErrorReply::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The token store is unavailable; please try again later",
-    )
+    tracing::error!(error = %e, "token store failed; management call refused with 503");
+    store_unavailable()
+}
+
+/// The open store, or 503 (fail closed) while it is not.
+fn store(gw: &Gateway) -> Result<std::sync::Arc<Store>, ErrorReply> {
+    gw.store.get().map_err(|e| {
+        tracing::debug!(error = %e, "token store not open; management call refused with 503");
+        store_unavailable()
+    })
 }
 
 fn forbidden(message: &str) -> ErrorReply {
@@ -375,8 +382,7 @@ struct Created {
 }
 
 fn list_tokens(gw: &Gateway, caller: &ApiCaller) -> Result<Response<RespBody>, ErrorReply> {
-    let tokens = gw
-        .store
+    let tokens = store(gw)?
         .list_user(&caller.identity.key)
         .map_err(store_failed)?;
     let listed: Vec<Listed> = tokens.into_iter().map(Listed::from).collect();
@@ -529,8 +535,7 @@ async fn create_token(
         valid_until,
         scope,
     };
-    let record = match gw
-        .store
+    let record = match store(gw)?
         .create(new, live.config.tokens.max_tokens_per_user)
         .await
     {
@@ -578,20 +583,13 @@ async fn update_token(
 ) -> Result<Response<RespBody>, ErrorReply> {
     let id = parse_id(raw_id)?;
     let obj = body::json_object(req, gw.max_api_body).await?;
-    let mut errors = BTreeMap::new();
-    body::unknown_fields(&obj, &["tokenDescription"], &mut errors);
-    let description = body::description(&obj, &mut errors);
-    if !errors.is_empty() {
-        return Err(ErrorReply::fields(errors));
-    }
-    let description = description.unwrap_or_default();
-    let owned = gw.store.get(id).map_err(store_failed)?;
+    let description = parse_update(&obj)?;
+    let owned = store(gw)?.get(id).map_err(store_failed)?;
     match owned {
         Some(r) if r.user_key == caller.identity.key => {}
         _ => return Err(no_such_token()),
     }
-    let updated = gw
-        .store
+    let updated = store(gw)?
         .update_description(id, &description)
         .await
         .map_err(store_failed)?
@@ -608,6 +606,17 @@ async fn update_token(
     Ok(json_response(StatusCode::OK, &Listed::from(updated)))
 }
 
+/// The new description of an update request, validated.
+fn parse_update(obj: &Map<String, Value>) -> Result<String, ErrorReply> {
+    let mut errors = BTreeMap::new();
+    body::unknown_fields(obj, &["tokenDescription"], &mut errors);
+    let description = body::description(obj, &mut errors);
+    if !errors.is_empty() {
+        return Err(ErrorReply::fields(errors));
+    }
+    Ok(description.unwrap_or_default())
+}
+
 async fn delete_token(
     gw: &Gateway,
     caller: &ApiCaller,
@@ -615,13 +624,20 @@ async fn delete_token(
     ctx: &RequestCtx,
 ) -> Result<Response<RespBody>, ErrorReply> {
     let id = parse_id(raw_id)?;
-    let existing = gw.store.get(id).map_err(store_failed)?;
+    let store = store(gw)?;
+    let existing = store.get(id).map_err(store_failed)?;
     match existing {
         Some(r) if r.user_key == caller.identity.key || caller.identity.is_admin => {}
-        _ => return Err(no_such_token()),
+        _ => {
+            // After a failed write, a token may be gone from memory but not yet
+            // from disk: a retried delete is answered only once that is settled.
+            if store.write_problem().is_some() {
+                store.sync().await.map_err(store_failed)?;
+            }
+            return Err(no_such_token());
+        }
     }
-    let deleted = gw
-        .store
+    let deleted = store
         .delete(id)
         .await
         .map_err(store_failed)?
@@ -647,7 +663,10 @@ async fn delete_all_for(
     ctx: &RequestCtx,
 ) -> Result<Response<RespBody>, ErrorReply> {
     admin_only(caller)?;
-    let n = gw.store.delete_user(user_key).await.map_err(store_failed)?;
+    let n = store(gw)?
+        .delete_user(user_key)
+        .await
+        .map_err(store_failed)?;
     gw.metrics.tokens.dec_by(n as i64);
     tracing::info!(
         target: "audit",
@@ -773,6 +792,69 @@ impl FilterQuery {
     }
 }
 
+/// The pure parsing steps of the management API, for the fuzz targets in
+/// `fuzz/`; not part of tokengate's interface.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{FilterQuery, Map, Requested, Value, body, parse_create, parse_update};
+    use crate::error::ErrorReply;
+
+    /// A create request body as `POST /user/token` reads it.
+    #[derive(Debug)]
+    pub struct Create {
+        pub description: String,
+        pub requested: Requested,
+        pub scope: Option<u8>,
+        pub for_user_key: Option<String>,
+    }
+
+    pub fn create_body(bytes: &[u8]) -> Result<Create, ErrorReply> {
+        let obj: Map<String, Value> = body::parse_object(bytes)?;
+        let c = parse_create(&obj)?;
+        Ok(Create {
+            description: c.description,
+            requested: c.requested,
+            scope: c.scope.map(|s| s.code()),
+            for_user_key: c.for_user_key,
+        })
+    }
+
+    /// The new description of an update request body.
+    pub fn update_body(bytes: &[u8]) -> Result<String, ErrorReply> {
+        parse_update(&body::parse_object(bytes)?)
+    }
+
+    /// `tokensByFilter` query parameters as read.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Query {
+        pub not_valid_after: Option<i64>,
+        pub page: u64,
+        pub limit: u64,
+        pub users: Vec<String>,
+        pub description: Option<String>,
+        pub scope: Option<u8>,
+    }
+
+    /// The parsed query and the query string (no `?`) of the pagination link
+    /// to `page` with the same filters.
+    pub fn filter_query(query: Option<&str>, page: u64) -> Result<(Query, String), ErrorReply> {
+        let q = FilterQuery::parse(query)?;
+        let link = q.link("", "", page);
+        let link = link.strip_prefix('?').unwrap_or(&link).to_string();
+        Ok((
+            Query {
+                not_valid_after: q.not_valid_after,
+                page: q.page,
+                limit: q.limit,
+                users: q.users,
+                description: q.description,
+                scope: q.scope.map(|s| s.code()),
+            },
+            link,
+        ))
+    }
+}
+
 /// A whole number; one too large for 64 bits counts as the largest (a page
 /// beyond the last, a limit to be capped, a date after every token).
 fn whole_number(text: &str) -> Option<i64> {
@@ -833,8 +915,7 @@ async fn tokens_by_filter(
     admin_only(caller)?;
     let q = FilterQuery::parse(req.uri().query())?;
     let offset = q.page.saturating_mul(q.limit);
-    let page = gw
-        .store
+    let page = store(gw)?
         .filter(q.filter(), offset, q.limit)
         .await
         .map_err(store_failed)?;
@@ -939,7 +1020,11 @@ async fn auth_test(
             is_successful_authentication: true,
             authentication_failure_details: None,
         },
-        Err(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => {
+        // Throttled, or the store unavailable: no verdict on the credentials.
+        Err(reply)
+            if reply.status == StatusCode::TOO_MANY_REQUESTS
+                || reply.status == StatusCode::SERVICE_UNAVAILABLE =>
+        {
             return reply.into_response();
         }
         Err(reply) => AuthTestOut {

@@ -34,17 +34,35 @@ static HOP_BY_HOP: [HeaderName; 10] = [
     header::EXPECT,
 ];
 
-/// Headers that say who the client is or where the request came from. From a
-/// peer that is not a trusted proxy they are never believed, so they are
-/// removed (and the `X-Forwarded-*` trio set by us).
-static UNTRUSTED_ORIGIN_HEADERS: [HeaderName; 11] = [
+/// Headers removed from every forwarded request, whoever the peer is:
+/// - `Forwarded` (RFC 7239): tokengate states the client's origin in
+///   `X-Forwarded-*` only (SPEC §5) and does not maintain a `Forwarded`
+///   chain, so one passed on would be a second, unchecked account of it;
+/// - path overrides (`X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`),
+///   which some Java and IIS stacks route by instead of the request line: the
+///   upstream must act on the path tokengate judged (its own API paths are
+///   never forwarded), and tokengate forwards the path byte for byte, so no
+///   proxy in front of it needs them;
+/// - method overrides (`X-HTTP-Method-Override` and kin): a READ_ONLY token
+///   is checked against the request's method, which must be the one the
+///   upstream acts on.
+static NEVER_FORWARDED: [HeaderName; 7] = [
     header::FORWARDED,
-    HeaderName::from_static("x-real-ip"),
-    HeaderName::from_static("x-client-ip"),
-    HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
     HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Headers that say who the client is or where the request came from. From a
+/// peer that is not a trusted proxy they are never believed, so they are
+/// removed (and the `X-Forwarded-*` trio set by us).
+static UNTRUSTED_ORIGIN_HEADERS: [HeaderName; 7] = [
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-server"),
@@ -54,6 +72,11 @@ static UNTRUSTED_ORIGIN_HEADERS: [HeaderName; 11] = [
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED: [HeaderName; 3] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// Returns the `Upgrade` value when the message asked for a protocol upgrade
@@ -148,9 +171,16 @@ fn same_normalized(name: &str, normalized: &str) -> bool {
         })
 }
 
+/// `name` is one of `list` (lower case, `-`-separated) in some spelling.
+fn spelled_like(name: &HeaderName, list: &[HeaderName]) -> bool {
+    list.iter()
+        .any(|n| same_normalized(name.as_str(), n.as_str()))
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host` (SPEC §5). From a trusted proxy the
 /// chain is extended and its proto/host kept; from anyone else they are
-/// replaced and other origin headers dropped.
+/// replaced and other origin headers dropped. `Forwarded`, path and method
+/// overrides are dropped from everyone ([`NEVER_FORWARDED`]).
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer_ip: &HeaderValue,
@@ -159,6 +189,7 @@ pub fn set_forwarded(
     client_host: Option<HeaderValue>,
 ) {
     if trusted_peer {
+        remove_where(headers, |name| spelled_like(name, &NEVER_FORWARDED));
         let mut chain = Vec::new();
         for v in headers.get_all(&X_FORWARDED_FOR) {
             if !chain.is_empty() {
@@ -183,7 +214,13 @@ pub fn set_forwarded(
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     } else {
-        remove_where(headers, |name| UNTRUSTED_ORIGIN_HEADERS.contains(name));
+        // Any spelling (`X_Forwarded_For`, `x.original.url`): some servers
+        // read `_` and `-` alike.
+        remove_where(headers, |name| {
+            spelled_like(name, &NEVER_FORWARDED)
+                || spelled_like(name, &UNTRUSTED_ORIGIN_HEADERS)
+                || spelled_like(name, &X_FORWARDED)
+        });
         headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
         match client_host {
@@ -254,7 +291,9 @@ mod tests {
     fn forwarded_from_untrusted_peer_is_replaced() {
         let mut h = map(&[
             ("x-forwarded-for", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
+            ("X.Forwarded.Host", "evil.example"),
             ("forwarded", "for=6.6.6.6"),
             ("x-original-url", "/admin"),
         ]);
@@ -270,6 +309,9 @@ mod tests {
         assert!(!h.contains_key("forwarded"));
         assert!(!h.contains_key("x-original-url"));
         assert!(!h.contains_key("x-forwarded-host"));
+        assert!(!h.contains_key("x_forwarded_for"));
+        assert!(!h.contains_key("x.forwarded.host"));
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
@@ -289,5 +331,46 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "jira.example.com");
+    }
+
+    #[test]
+    fn forwarded_and_path_overrides_are_dropped_even_from_a_trusted_peer() {
+        for trusted in [false, true] {
+            let mut h = map(&[
+                ("forwarded", "for=6.6.6.6;proto=https"),
+                ("Forwarded", "for=7.7.7.7"),
+                ("x-original-url", "/secure/admin"),
+                ("X-Rewrite-URL", "/secure/admin"),
+                ("x-original-uri", "/secure/admin"),
+                ("X_Original_URL", "/secure/admin"),
+                ("x.rewrite.url", "/secure/admin"),
+                ("x-real-ip", "1.1.1.1"),
+                ("X-HTTP-Method-Override", "DELETE"),
+                ("x_http_method", "PUT"),
+                ("X-Method-Override", "POST"),
+            ]);
+            set_forwarded(
+                &mut h,
+                &HeaderValue::from_static("10.0.0.1"),
+                trusted,
+                "http",
+                None,
+            );
+            for name in [
+                "forwarded",
+                "x-original-url",
+                "x-rewrite-url",
+                "x-original-uri",
+                "x_original_url",
+                "x.rewrite.url",
+                "x-http-method-override",
+                "x_http_method",
+                "x-method-override",
+            ] {
+                assert!(!h.contains_key(name), "{name} kept (trusted: {trusted})");
+            }
+            // Other origin headers are a trusted proxy's to set.
+            assert_eq!(h.contains_key("x-real-ip"), trusted);
+        }
     }
 }

@@ -23,10 +23,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, UpstreamUrl};
 use crate::error::{ErrorReply, RespBody};
+use crate::server::{BodyStalled, StallGuard};
 use headers::ProtectedNames;
 
-/// Body of a request sent upstream: the client's, streamed, or one of ours.
-pub type ReqBody = Either<Incoming, Full<Bytes>>;
+/// Body of a request sent upstream: the client's, streamed (and cut off when
+/// it stalls), or one of ours.
+pub type ReqBody = Either<StallGuard<Incoming>, Full<Bytes>>;
 
 /// The upstream failed us, or the request cannot be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,10 @@ pub enum ProxyError {
     Timeout(u128),
     #[error("the request target cannot be forwarded: {0}")]
     BadTarget(&'static str),
+    /// The client's request body paused too long, or was still incomplete
+    /// when the response timeout ran out: not the upstream's fault.
+    #[error("the client's request body was not received within {0} ms")]
+    ClientStalled(u128),
 }
 
 impl From<ProxyError> for ErrorReply {
@@ -53,6 +59,10 @@ impl From<ProxyError> for ErrorReply {
                 "The upstream server did not answer in time",
             ),
             ProxyError::BadTarget(why) => ErrorReply::new(StatusCode::BAD_REQUEST, why),
+            ProxyError::ClientStalled(_) => ErrorReply::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body was not received in time",
+            ),
         }
     }
 }
@@ -66,6 +76,25 @@ fn describe(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The exchange failed because the client's request body did (a malformed
+/// chunk, a body cut short): hyper reports an error of the body stream it was
+/// sending, caused by an error of the client connection's own body. That is
+/// the client's fault (400), not the upstream's.
+fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut sending_body_failed = false;
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if sending_body_failed {
+                return true;
+            }
+            sending_body_failed = h.is_user();
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// Where an upgraded connection's tunnel runs; cancelled at shutdown.
@@ -97,6 +126,8 @@ pub struct Upstream {
     host: HeaderValue,
     preserve_host: bool,
     response_timeout: Duration,
+    /// Longest pause allowed in a client's request body (`header_read_timeout_ms`).
+    body_gap: Duration,
 }
 
 const MAX_FETCH_BYTES: usize = 1024 * 1024;
@@ -152,6 +183,7 @@ impl Upstream {
             host,
             preserve_host: u.preserve_host,
             response_timeout: Duration::from_millis(u.response_timeout_ms),
+            body_gap: Duration::from_millis(config.server.header_read_timeout_ms),
         }))
     }
 
@@ -238,9 +270,25 @@ impl Upstream {
     ) -> Result<Response<Incoming>, ProxyError> {
         match tokio::time::timeout(limit, self.client.request(req)).await {
             Err(_) => Err(ProxyError::Timeout(limit.as_millis())),
-            Ok(Err(e)) if e.is_connect() => Err(ProxyError::Connect(describe(&e))),
-            Ok(Err(e)) => Err(ProxyError::Broken(describe(&e))),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(answer) => self.classify(answer),
+        }
+    }
+
+    /// The upstream's answer, or whose fault it is that there is none.
+    fn classify(
+        &self,
+        answer: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match answer {
+            Err(e) if BodyStalled::is_cause_of(&e) => {
+                Err(ProxyError::ClientStalled(self.body_gap.as_millis()))
+            }
+            Err(e) if client_body_failed(&e) => Err(ProxyError::BadTarget(
+                "the request body is malformed or ended early",
+            )),
+            Err(e) if e.is_connect() => Err(ProxyError::Connect(describe(&e))),
+            Err(e) => Err(ProxyError::Broken(describe(&e))),
+            Ok(resp) => Ok(resp),
         }
     }
 
@@ -253,7 +301,32 @@ impl Upstream {
         tunnels: &Tunnels,
     ) -> Result<Response<RespBody>, ProxyError> {
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let mut resp = self.send(req.map(Either::Left)).await?;
+        let (parts, body) = req.into_parts();
+        let body = StallGuard::new(body, self.body_gap);
+        let progress = body.progress();
+        let request = self
+            .client
+            .request(Request::from_parts(parts, Either::Left(body)));
+        tokio::pin!(request);
+        // `response_timeout_ms` runs from the body's last movement, as
+        // nginx's proxy send and read timeouts do: an upload that keeps
+        // moving is never cut however long it takes (a client that pauses is
+        // cut by the body guard), an upstream that stops reading it or does
+        // not answer after it is.
+        let limit = self.response_timeout;
+        let mut deadline = tokio::time::Instant::now() + limit;
+        let mut resp = loop {
+            tokio::select! {
+                answer = &mut request => break self.classify(answer)?,
+                () = tokio::time::sleep_until(deadline) => {
+                    let next = tokio::time::Instant::from_std(progress.last()) + limit;
+                    if next <= tokio::time::Instant::now() {
+                        return Err(ProxyError::Timeout(limit.as_millis()));
+                    }
+                    deadline = next;
+                }
+            }
+        };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_side) = client_side else {
                 return Err(ProxyError::Broken(
@@ -284,6 +357,14 @@ impl Upstream {
             return Ok(resp.map(|_| Either::Right(Full::new(Bytes::new()))));
         }
         headers::strip_hop_by_hop(resp.headers_mut());
+        if upgrade.is_some() {
+            // The upgrade was refused. Bytes the client sent after its request
+            // were meant for the new protocol, or hide a second request behind
+            // the upgrade: ending the connection after this answer means they
+            // are never read as HTTP.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         Ok(resp.map(Either::Left))
     }
 

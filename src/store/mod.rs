@@ -228,6 +228,8 @@ pub struct Store {
     hot: quick_cache::sync::Cache<TokenHash, Arc<AuthEntry>>,
     /// Bumped by every deletion; see [`Store::lookup`].
     removals: AtomicU64,
+    /// Why the last write to disk failed; `None` once one succeeds again.
+    write_error: Mutex<Option<String>>,
 }
 
 impl Store {
@@ -243,7 +245,49 @@ impl Store {
             access: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             hot: quick_cache::sync::Cache::new(HOT_ENTRIES),
             removals: AtomicU64::new(0),
+            write_error: Mutex::new(None),
         }
+    }
+
+    /// Remembers whether the last write to disk worked (for readiness, and
+    /// so that a retried delete is not answered before it is on disk).
+    fn note_write<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
+        match &outcome {
+            Ok(_) => {
+                if last.take().is_some() {
+                    tracing::info!("writing to the token store works again");
+                }
+            }
+            Err(e) => {
+                if last.is_none() {
+                    tracing::error!(error = %e, "writing to the token store failed; changes are refused with 503 until it works again");
+                }
+                *last = Some(e.to_string());
+            }
+        }
+        outcome
+    }
+
+    /// Why the last write to disk failed, while no write has worked since.
+    pub fn write_problem(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until every change made so far is on disk.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let outcome = self.commit.durable().await;
+        self.note_write(outcome)
+    }
+
+    /// Tries to write what is pending (readiness, after a failed write).
+    /// Blocking: call from a blocking context.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        let outcome = self.backend.flush();
+        self.note_write(outcome)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -341,7 +385,15 @@ impl Store {
         per_user_limit: u32,
     ) -> Result<TokenRecord, InsertError> {
         let record = self.backend.insert(token, per_user_limit)?;
-        self.commit.durable().await?;
+        if let Err(e) = self.sync().await {
+            // Not acknowledged, so not kept: nobody has the plain token, and a
+            // record that reappeared later would be a token nobody asked for.
+            if let Err(undo) = self.backend.delete(record.id) {
+                tracing::error!(error = %undo, token_id = record.id, "could not take back a token whose creation failed");
+            }
+            self.forget(Some(&record.hash));
+            return Err(InsertError::Store(e));
+        }
         Ok(record)
     }
 
@@ -352,7 +404,7 @@ impl Store {
         description: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
         let r = self.backend.update_description(id, description)?;
-        self.commit.durable().await?;
+        self.sync().await?;
         Ok(r.map(|r| self.with_access(r)))
     }
 
@@ -363,7 +415,9 @@ impl Store {
             self.forget(Some(&r.hash));
         }
         self.access.remove(&id);
-        self.commit.durable().await?;
+        // On failure the token stays deleted in memory (fail closed: it never
+        // authenticates again here), but the caller is not told it is gone.
+        self.sync().await?;
         Ok(r)
     }
 
@@ -374,7 +428,7 @@ impl Store {
             // Rare (an admin's call): simply start the cache afresh.
             self.forget(None);
         }
-        self.commit.durable().await?;
+        self.sync().await?;
         Ok(n)
     }
 
@@ -386,7 +440,7 @@ impl Store {
             return Ok(0);
         }
         self.backend.record_access(&batch)?;
-        self.backend.flush()?;
+        self.note_write(self.backend.flush())?;
         // Drop only what was written; a newer touch stays for the next round.
         for (id, t) in &batch {
             self.access.remove_if(id, |_, v| *v <= *t);
@@ -411,6 +465,61 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.commit.stop();
+    }
+}
+
+/// The gateway's store, which may not be open (yet): a store that cannot be
+/// opened at start (locked by another process, permissions, corruption) is
+/// retried in the background while token requests and the management API
+/// fail closed with 503.
+pub struct StoreCell {
+    current: arc_swap::ArcSwapOption<Store>,
+    /// Why it is not open, while it is not.
+    problem: Mutex<String>,
+}
+
+impl StoreCell {
+    pub fn open(store: Arc<Store>) -> StoreCell {
+        StoreCell {
+            current: arc_swap::ArcSwapOption::from(Some(store)),
+            problem: Mutex::new(String::new()),
+        }
+    }
+
+    pub fn closed(problem: &StoreError) -> StoreCell {
+        StoreCell {
+            current: arc_swap::ArcSwapOption::empty(),
+            problem: Mutex::new(problem.to_string()),
+        }
+    }
+
+    /// The open store, or why there is none.
+    pub fn get(&self) -> Result<Arc<Store>, StoreError> {
+        match self.current.load_full() {
+            Some(store) => Ok(store),
+            None => Err(StoreError::Unavailable(format!(
+                "not open ({})",
+                self.problem.lock().unwrap_or_else(|p| p.into_inner())
+            ))),
+        }
+    }
+
+    pub fn current(&self) -> Option<Arc<Store>> {
+        self.current.load_full()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// Records why opening failed (the store stays closed).
+    pub fn set_problem(&self, problem: &StoreError) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem.to_string();
+    }
+
+    /// Installs the store once it opened.
+    pub fn set(&self, store: Arc<Store>) {
+        self.current.store(Some(store));
     }
 }
 
