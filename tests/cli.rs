@@ -1,5 +1,7 @@
 //! The `tokengate` command as an operator uses it.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -152,10 +154,13 @@ fn help_and_version_read_well() {
 fn the_demo_serves_a_token_round_trip() {
     let mut child = Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0"])
+        // Everything logged, so that the scan below sees every line.
+        .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let logs = stderr_lines(&mut child);
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -210,6 +215,23 @@ fn the_demo_serves_a_token_round_trip() {
     if status.is_none() {
         let _ = child.kill();
     }
+    let mut scanned = 0;
+    let drained = Instant::now();
+    while let Some(left) = Duration::from_secs(5).checked_sub(drained.elapsed()) {
+        let Ok(line) = logs.recv_timeout(left) else {
+            break;
+        };
+        scanned += 1;
+        assert_eq!(
+            common::secrets::find_secret(&line),
+            None,
+            "a secret in the demo's log, line {scanned}"
+        );
+    }
+    assert!(
+        scanned > 20,
+        "the demo logged at trace level ({scanned} lines)"
+    );
     let me = result.unwrap();
     assert_eq!(me["name"], "alice");
     assert_eq!(me["key"], "JIRAUSER10100");

@@ -17,6 +17,7 @@ async fn gateway(
     config.upstream.credentials.secret_env = "GW_SECRET".into();
     // A long flush interval: lastAccessed must be written at shutdown, not by the timer.
     config.tokens.last_access_flush_ms = 3_600_000;
+    secrets::scan_logs();
     tokengate::start(config, options(clock, &[("GW_SECRET", SECRET)]))
         .await
         .unwrap()

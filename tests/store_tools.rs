@@ -143,6 +143,7 @@ async fn export_import_round_trip_keeps_ids_and_working_tokens() {
     config.tokens.store_path = new_store;
     config.upstream.credentials.secret_header_name = "X-Gateway-Secret".into();
     config.upstream.credentials.secret_env = "GW_SECRET".into();
+    secrets::scan_logs();
     let gw = tokengate::start(config, options(clock, &[("GW_SECRET", SECRET)]))
         .await
         .unwrap();

@@ -3,6 +3,8 @@
 //! on port 0 with a temporary store.
 #![allow(dead_code)]
 
+pub mod secrets;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ pub struct EchoUpstream {
 
 impl EchoUpstream {
     pub async fn start() -> EchoUpstream {
+        secrets::scan_logs();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -226,6 +229,7 @@ pub fn options(clock: Arc<ManualClock>, env: &[(&str, &str)]) -> Options {
 }
 
 pub async fn start(config: Config) -> Running {
+    secrets::scan_logs();
     tokengate::start(config, Options::default())
         .await
         .expect("gateway starts")
@@ -262,6 +266,7 @@ impl JiraSetup {
     }
 
     pub async fn with(mut sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> JiraSetup {
+        secrets::scan_logs();
         sim.trusted_header = Some(tokengate::demo::sim::TrustedHeader {
             user_header: "X-Remote-User".into(),
             secret: Some(("X-Gateway-Secret".into(), SECRET.into())),
