@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Slow-client attacks against the release gateway, in front of a fast upstream
+# (nginx): slowhttptest in its three modes, one after the other,
+#   slowloris  -H  request heads sent a few bytes at a time
+#   slowbody   -B  a large Content-Length, the body sent a few bytes at a time
+#   slowread   -X  responses read a few bytes at a time through a tiny TCP window
+# While each runs, a normal client (curl) asks every second for a page and the
+# script counts its successes and failures and notes its latency, and samples
+# the gateway's open connections and memory. Prints a summary table.
+#
+#   bash benches/slowhttp.sh                           # 1000 connections, 60 s per mode
+#   CONNECTIONS=4000 LENGTH=120 bash benches/slowhttp.sh
+#   MAX_CONNECTIONS=500 bash benches/slowhttp.sh       # with a lower server.max_connections
+#
+# Installs slowhttptest and nginx (Debian packages) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNECTIONS=${CONNECTIONS:-1000}
+RATE=${RATE:-200}
+LENGTH=${LENGTH:-60}
+UP_PORT=${UP_PORT:-18280}
+TG_PORT=${TG_PORT:-18282}
+MAX_CONNECTIONS=${MAX_CONNECTIONS:-10000}
+
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+# Room for the attack's sockets on both ends (and the upstream's).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/up/html"
+# A 1 MiB page for the slow readers.
+head -c 1048576 /dev/zero | tr '\0' 'x' >"$work/up/html/big"
+cat >"$work/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/up/nginx.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_max_body_size 0;
+    server {
+        listen 127.0.0.1:$UP_PORT reuseport;
+        default_type application/json;
+        location = /big { root $work/up/html; }
+        # Reads the whole request body before answering, as Jira does
+        # (proxy_request_buffering), then answers from the location below.
+        location = /upload { proxy_pass http://127.0.0.1:$UP_PORT/uploaded; }
+        location / { return 200 '{"id":"10001","key":"SLOW-1"}'; }
+    }
+}
+EOF
+"$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
+
+cat >"$work/proxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:$TG_PORT"
+admin_listen = ""
+max_connections = $MAX_CONNECTIONS
+[upstream]
+url = "http://127.0.0.1:$UP_PORT"
+[tokens]
+store_path = "$work/tokens.sled"
+[log]
+level = "warn"
+EOF
+./target/release/tokengate serve --config "$work/proxy.toml" 2>"$work/tokengate.log" & TG_PID=$!
+pids+=($TG_PID)
+for port in $UP_PORT $TG_PORT; do
+    for _ in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.1
+    done
+done
+base="http://127.0.0.1:$TG_PORT"
+defaults=$(./target/release/tokengate --version 2>/dev/null || true)
+echo "gateway ${defaults:-tokengate} (pid $TG_PID): header_read_timeout_ms and idle_timeout_ms at their defaults (10000, 75000), max_connections $MAX_CONNECTIONS"
+echo "slowhttptest: $CONNECTIONS connections at $RATE/s, $LENGTH s per mode; a curl probe every second"
+
+declare -A args=(
+    [slowloris]="-H -i 5 -x 24"
+    [slowbody]="-B -i 5 -s 1000000 -x 24"
+    [slowread]="-X -k 10 -n 5 -w 8 -y 32 -z 16"
+)
+declare -A path=([slowloris]=/rest/api/2/issue/SLOW-1 [slowbody]=/upload [slowread]=/big)
+modes=(slowloris slowbody slowread)
+summary="$work/summary"
+: >"$summary"
+for mode in "${modes[@]}"; do
+    echo
+    echo "== $mode: slowhttptest ${args[$mode]}"
+    # shellcheck disable=SC2086
+    slowhttptest ${args[$mode]} -c "$CONNECTIONS" -r "$RATE" -l "$LENGTH" -p 5 \
+        -u "$base${path[$mode]}" >"$work/$mode.out" 2>&1 &
+    attack=$!
+    probes="$work/$mode.probes"
+    : >"$probes"
+    max_conns=0
+    max_rss=0
+    sleep 2 # let the attack ramp up
+    while kill -0 "$attack" 2>/dev/null; do
+        # code time_total_s
+        curl -s -o /dev/null -m 5 -w '%{http_code} %{time_total}\n' "$base/rest/api/2/issue/SLOW-1" >>"$probes" || echo "000 5" >>"$probes"
+        conns=$(ss -Htn state established "( sport = :$TG_PORT )" | wc -l)
+        rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$TG_PID/status")
+        [ "$conns" -gt "$max_conns" ] && max_conns=$conns
+        [ "$rss" -gt "$max_rss" ] && max_rss=$rss
+        sleep 1
+    done
+    wait "$attack" || true
+    kill -0 "$TG_PID" 2>/dev/null || { echo "the gateway died" >&2; exit 1; }
+    ok=$(awk '$1 == 200' "$probes" | wc -l)
+    failed=$(awk '$1 != 200' "$probes" | wc -l)
+    lat=$(awk '$1 == 200 {print $2 * 1000}' "$probes" | sort -g | awk '{a[NR] = $1} END {
+        if (NR == 0) { print "- -"; exit }
+        printf "%.1f %.1f", a[int((NR + 1) / 2)], a[NR] }')
+    # slowhttptest's last status block: its own probe's verdict and the socket counts.
+    sed -i 's/\x1b\[[0-9;]*m//g' "$work/$mode.out" "$work/tokengate.log"
+    available=$(grep -o 'service available:[^|]*' "$work/$mode.out" | tail -1 | awk '{print $NF}')
+    attack_conns=$(grep -o 'connected:[^|]*' "$work/$mode.out" | awk '{print $NF}' | sort -n | tail -1)
+    closed=$(grep -o 'closed:[^|]*' "$work/$mode.out" | tail -1 | awk '{print $NF}')
+    echo "probes: $ok ok, $failed failed; latency p50/max ms: $lat; gateway: max $max_conns client connections, max RSS $max_rss kB"
+    echo "$mode $ok $failed $lat $max_conns $max_rss ${attack_conns:--} ${closed:--} ${available:--}" >>"$summary"
+    sleep 3 # let the gateway shed the attack's leftovers
+done
+
+echo
+echo "summary ($CONNECTIONS attack connections per mode, $LENGTH s each, one probe per second)"
+printf '%-10s %8s %8s %9s %9s %11s %10s %11s %10s %10s\n' mode probe-ok probe-err p50-ms max-ms gw-conns rss-kB atk-conns atk-closed available
+while read -r mode ok failed p50 max conns rss aconns closed avail; do
+    printf '%-10s %8s %8s %9s %9s %11s %10s %11s %10s %10s\n' "$mode" "$ok" "$failed" "$p50" "$max" "$conns" "$rss" "$aconns" "$closed" "$avail"
+done <"$summary"
+echo
+echo "gateway warnings: $(grep -c . "$work/tokengate.log" || true) lines"
+grep -o '"message":"[^"]*"\|WARN.*\|ERROR.*' "$work/tokengate.log" | cut -c1-120 | sort | uniq -c | sort -rn | head -5 || true
+failures=$(awk '{s += $3} END {print s + 0}' "$summary")
+[ "$failures" -eq 0 ] || { echo "the normal client failed $failures times" >&2; exit 1; }
