@@ -46,7 +46,8 @@ impl TokenHash {
     }
 
     pub fn from_hex(s: &str) -> Option<TokenHash> {
-        if s.len() != 64 || !s.is_ascii() {
+        // Hex digits only: `from_str_radix` would also take a `+` sign ("+f").
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -254,5 +255,19 @@ mod tests {
         let h = TokenHash::of("tg_x");
         assert_eq!(TokenHash::from_hex(&h.to_hex()), Some(h));
         assert_eq!(TokenHash::from_hex("zz"), None);
+    }
+
+    /// Found by the `token` fuzz target: `u8::from_str_radix` takes a sign,
+    /// so "+9" passed as a byte and a 64-character non-hex string parsed.
+    #[test]
+    fn hash_hex_refuses_signs() {
+        let signed = format!("+9{}", "9".repeat(62));
+        assert_eq!(TokenHash::from_hex(&signed), None);
+        assert_eq!(TokenHash::from_hex(&"-1".repeat(32)), None);
+        let upper = "AB".repeat(32);
+        assert_eq!(
+            TokenHash::from_hex(&upper).map(|h| h.to_hex()),
+            Some(upper.to_lowercase())
+        );
     }
 }
