@@ -363,12 +363,17 @@ impl Gateway {
             return Err(locked(lock, self.clock.now_ms()));
         }
         let now = self.clock.now_ms();
-        let verified = match self.store.get() {
-            Ok(store) => auth::verify_token(&store, &self.format, user, token, now),
-            // A malformed token is refused without the store, open or not.
-            Err(_) if self.format.check(token.expose()).is_err() => Err(TokenRefusal::Malformed),
-            Err(e) => Err(TokenRefusal::Store(e)),
-        };
+        let verified = self
+            .store
+            .with(|store| auth::verify_token(store, &self.format, user, token, now))
+            .unwrap_or_else(|| match self.store.get() {
+                Ok(store) => auth::verify_token(&store, &self.format, user, token, now),
+                // A malformed token is refused without the store, open or not.
+                Err(_) if self.format.check(token.expose()).is_err() => {
+                    Err(TokenRefusal::Malformed)
+                }
+                Err(e) => Err(TokenRefusal::Store(e)),
+            });
         match verified {
             Ok(entry) => {
                 if let Some(lock) = self.lockout.locked(&entry.user_name) {
@@ -418,9 +423,8 @@ impl Gateway {
 
     /// Notes a successful token use (`lastAccessed`, written in batches).
     pub(crate) fn touch(&self, entry: &AuthEntry) {
-        if let Some(store) = self.store.current() {
-            store.touch(entry.id, self.clock.now_ms());
-        }
+        self.store
+            .with(|store| store.touch(entry.id, self.clock.now_ms()));
     }
 
     /// Counts a failed attempt for `user` (when known) and for the client IP,

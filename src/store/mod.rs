@@ -508,6 +508,12 @@ impl StoreCell {
         self.current.load_full()
     }
 
+    /// Runs `f` on the open store without taking a reference count (the
+    /// token hot path, shared by all workers); `None` while it is not open.
+    pub fn with<R>(&self, f: impl FnOnce(&Store) -> R) -> Option<R> {
+        self.current.load().as_deref().map(f)
+    }
+
     pub fn is_open(&self) -> bool {
         self.current.load().is_some()
     }
