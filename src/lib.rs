@@ -301,16 +301,7 @@ pub async fn start_with_store(
         if let Some(admin) = admin_task {
             let _ = admin.await;
         }
-        connections.close();
-        if tokio::time::timeout(grace, connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "connections still open after the shutdown grace period"
-            );
-        }
+        drain(&connections, grace).await;
         gw.tunnels.cancel.cancel();
         gw.tunnels.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), gw.tunnels.tracker.wait()).await;
@@ -374,17 +365,22 @@ fn run_worker(
             connections.clone(),
         )
         .await;
-        connections.close();
-        if tokio::time::timeout(grace, connections.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "connections still open after the shutdown grace period"
-            );
-        }
+        drain(&connections, grace).await;
     });
+}
+
+/// Lets open connections finish, for up to `grace`.
+async fn drain(connections: &TaskTracker, grace: Duration) {
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "connections still open after the shutdown grace period"
+        );
+    }
 }
 
 /// Retries opening a store that would not open at start, until it opens or
