@@ -102,6 +102,17 @@ impl TokenFormat {
         s.starts_with(&self.lead)
     }
 
+    /// `s` quoted for an error message, unless it may hold a token (our
+    /// prefix anywhere in it): a token pasted into the wrong place is never
+    /// echoed back.
+    pub fn quoted_unless_token(&self, s: &str) -> String {
+        if s.contains(&self.lead) {
+            "(not shown: it looks like a token)".to_string()
+        } else {
+            format!("{s:?}")
+        }
+    }
+
     /// Checks length, alphabet and checksum, touching nothing else.
     pub fn check(&self, s: &str) -> Result<(), Malformed> {
         // The length first: the cheapest test, and most made-up tokens fail it.

@@ -2,7 +2,7 @@
 //! binary that starts a gateway logs at `trace` into a scanner
 //! (`tests/common/secrets.rs`) that aborts the binary on a leak, so the whole
 //! suite is the test; these tests prove the scanner works and sees the
-//! gateway's own events.
+//! gateway's own events, and that error bodies never echo a secret.
 
 mod common;
 
@@ -90,4 +90,130 @@ fn a_leaked_secret_aborts_the_test_binary() {
         !stderr.contains("YWxpY2U6YWxpY2U="),
         "the report repeats the secret"
     );
+}
+
+#[test]
+fn a_panic_message_with_a_secret_aborts_the_test_binary() {
+    if std::env::var_os(CANARY).is_some() {
+        scan_logs();
+        panic!("comparing against Bearer abcdefghijklmnop");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_panic_message_with_a_secret_aborts_the_test_binary",
+            "--nocapture",
+        ])
+        .env(CANARY, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("a panic message holds an Authorization value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("abcdefghijklmnop"), "{stderr}");
+}
+
+/// Secrets put where they do not belong — in the path, the query, JSON
+/// fields and values, malformed headers — never come back in an answer.
+#[tokio::test]
+async fn error_answers_never_echo_a_token_or_password() {
+    let s = JiraSetup::jira().await;
+    let token = s.token_for("alice").await;
+    let wrong = format!("{token}x");
+    let checks: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "unknown token",
+            s.http
+                .get(s.url("/rest/api/2/myself"))
+                .bearer_auth(&token[..token.len() - 1]),
+        ),
+        (
+            "token too long",
+            s.http
+                .get(s.url("/rest/api/2/myself"))
+                .basic_auth("alice", Some(&wrong)),
+        ),
+        (
+            "wrong password",
+            s.http
+                .get(s.api("/user/token"))
+                .basic_auth("alice", Some(SECRET)),
+        ),
+        (
+            "malformed Authorization",
+            s.http
+                .get(s.url("/rest/api/2/myself"))
+                .header("authorization", format!("Bearer  {token} {token}")),
+        ),
+        (
+            "token as an id",
+            s.http
+                .patch(s.api(&format!("/user/token/{token}")))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"tokenDescription": "x"})),
+        ),
+        (
+            "token as an id, delete",
+            s.http
+                .delete(s.api(&format!("/user/token/{token}")))
+                .bearer_auth(&token),
+        ),
+        (
+            "token as a user key",
+            s.http
+                .post(s.api("/user/token"))
+                .basic_auth("admin", Some("admin"))
+                .json(&serde_json::json!({"tokenDescription": "x", "tokenForUserKey": token})),
+        ),
+        (
+            "token as a filter",
+            s.http
+                .get(s.api(&format!("/user/tokensByFilter?userFilter={token}&limit=x")))
+                .basic_auth("admin", Some("admin")),
+        ),
+        (
+            "token in a bad body",
+            s.http
+                .post(s.api("/user/token"))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(format!("{{\"tokenDescription\": {token}}}")),
+        ),
+        (
+            "token as a description of the wrong type",
+            s.http
+                .post(s.api("/user/token"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"tokenDescription": [token], "tokenScope": token})),
+        ),
+        (
+            "authTest with a wrong token",
+            s.http.get(s.api("/user/authTest")).bearer_auth(&wrong),
+        ),
+    ];
+    for (what, request) in checks {
+        let resp = request.send().await.unwrap();
+        let status = resp.status();
+        // authTest answers 200 with its verdict; everything else is refused.
+        assert!(
+            status.is_client_error() || what.starts_with("authTest"),
+            "{what}: {status}"
+        );
+        let headers = format!("{:?}", resp.headers());
+        let body = resp.text().await.unwrap();
+        for text in [&headers, &body] {
+            assert!(
+                !text.contains(&token[3..]),
+                "{what}: the token came back ({status})"
+            );
+            assert!(
+                !text.contains(SECRET),
+                "{what}: the password came back ({status})"
+            );
+            assert_eq!(find_secret(text), None, "{what} ({status})");
+        }
+    }
 }

@@ -298,12 +298,15 @@ fn admin_only(caller: &ApiCaller) -> Result<(), ErrorReply> {
     }
 }
 
-fn parse_id(raw: &str) -> Result<u64, ErrorReply> {
+fn parse_id(gw: &Gateway, raw: &str) -> Result<u64, ErrorReply> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         let mut f = BTreeMap::new();
         f.insert(
             "id".to_string(),
-            format!("{raw:?} is not a token id (a whole number)"),
+            format!(
+                "{} is not a token id (a whole number)",
+                gw.format.quoted_unless_token(raw)
+            ),
         );
         return Err(ErrorReply::fields(f));
     }
@@ -488,7 +491,10 @@ async fn create_token(
                 let mut f = BTreeMap::new();
                 f.insert(
                     "tokenForUserKey".to_string(),
-                    format!("no user with the key {key:?}"),
+                    format!(
+                        "no user with the key {}",
+                        gw.format.quoted_unless_token(&key)
+                    ),
                 );
                 return Err(ErrorReply::fields(f));
             };
@@ -581,7 +587,7 @@ async fn update_token(
     raw_id: &str,
     ctx: &RequestCtx,
 ) -> Result<Response<RespBody>, ErrorReply> {
-    let id = parse_id(raw_id)?;
+    let id = parse_id(gw, raw_id)?;
     let obj = body::json_object(req, gw.max_api_body).await?;
     let description = parse_update(&obj)?;
     let owned = store(gw)?.get(id).map_err(store_failed)?;
@@ -623,7 +629,7 @@ async fn delete_token(
     raw_id: &str,
     ctx: &RequestCtx,
 ) -> Result<Response<RespBody>, ErrorReply> {
-    let id = parse_id(raw_id)?;
+    let id = parse_id(gw, raw_id)?;
     let store = store(gw)?;
     let existing = store.get(id).map_err(store_failed)?;
     match existing {

@@ -1,7 +1,8 @@
 //! Every test binary that starts a gateway or a simulated upstream logs
 //! everything, at `trace` for every crate, into a scanner that aborts the
 //! test binary when a line holds a token, a password or an `Authorization`
-//! value. The lines themselves are dropped after the scan.
+//! value; panic messages are scanned the same way. The lines themselves are
+//! dropped after the scan.
 
 use std::io::Write;
 
@@ -21,6 +22,22 @@ pub static SCANNED: AtomicU64 = AtomicU64::new(0);
 pub fn scan_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // Panic messages too: a panic that would print a secret aborts instead.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if let Some(what) = find_secret(&message) {
+                let at = info.location().map(|l| l.to_string()).unwrap_or_default();
+                eprintln!("a panic message holds {what}: {at}");
+                std::process::abort();
+            }
+            previous(info);
+        }));
         let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
