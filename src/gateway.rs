@@ -243,7 +243,8 @@ impl Gateway {
         mut req: Request<Incoming>,
         ctx: &RequestCtx,
     ) -> Response<RespBody> {
-        let live = self.live.load();
+        // Held across the upstream exchange: an owned snapshot, not a guard.
+        let live = self.live.load_full();
         let caller = match self.authenticate(&req, ctx, &live) {
             Ok(caller) => caller,
             Err(reply) => return reply.into_response(),

@@ -423,11 +423,11 @@ impl Store {
 
     /// Deletes all tokens of a user; returns once on disk.
     pub async fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
-        let n = self.backend.delete_user(user_key)?;
-        if n > 0 {
-            // Rare (an admin's call): simply start the cache afresh.
-            self.forget(None);
-        }
+        let deleted = self.backend.delete_user(user_key);
+        // Rare (an admin's call): start the cache afresh, also when the
+        // backend failed part-way — what it did delete must stay deleted.
+        self.forget(None);
+        let n = deleted?;
         self.sync().await?;
         Ok(n)
     }

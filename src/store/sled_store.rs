@@ -2,7 +2,7 @@
 //!
 //! Trees (all keys big-endian so that byte order is numeric order):
 //! - `tokens`:    id → record
-//! - `hashes`:    SHA-256 → id (the store's hot-path cache keeps used tokens in memory)
+//! - `hash_ids`:  SHA-256 → id (the store's hot-path cache keeps used tokens in memory)
 //! - `by_user`:   user key ‖ 0xFF ‖ id → () (0xFF never occurs in UTF-8)
 //! - `by_expiry`: validUntil ‖ id → () (never-expiring tokens are not indexed)
 //! - `counts`:    user key → number of tokens (atomic per-user limit)
@@ -20,8 +20,10 @@ use crate::token::TokenHash;
 
 const NEXT_ID: &[u8] = b"next_id";
 const COUNT: &[u8] = b"count";
-/// Layout of the trees. 1 (implicit): `hashes` held an `AuthEntry`;
-/// 2: `hashes` holds the id. Older stores are migrated on open.
+/// Layout of the trees. 1 (implicit): a `hashes` tree mapped SHA-256 to an
+/// `AuthEntry`; 2: `hash_ids` maps it to the id. Migration empties `hashes`,
+/// so a binary of layout 1 started on a layout-2 store finds no token and
+/// refuses them all (fail closed) instead of misreading ids as entries.
 const LAYOUT: &[u8] = b"layout";
 const CURRENT_LAYOUT: u64 = 2;
 
@@ -137,7 +139,7 @@ impl SledBackend {
         let tree = |name: &str| db.open_tree(name).map_err(unavailable);
         let backend = SledBackend {
             tokens: tree("tokens")?,
-            hashes: tree("hashes")?,
+            hashes: tree("hash_ids")?,
             by_user: tree("by_user")?,
             by_expiry: tree("by_expiry")?,
             counts: tree("counts")?,
@@ -157,15 +159,20 @@ impl SledBackend {
                 "store layout {layout} is newer than this version understands ({CURRENT_LAYOUT})"
             )));
         }
-        if layout < 2 {
+        // Layout 1, or tokens an older binary added after a rollback: the
+        // old tree is rebuilt into `hash_ids` from the records, then emptied.
+        let old = self.db.open_tree("hashes").map_err(unavailable)?;
+        let rebuild = layout < 2 || !old.is_empty();
+        if rebuild {
             for kv in self.tokens.iter().values() {
                 let r: TokenRecord = decode(&kv.map_err(unavailable)?)?;
                 self.hashes
                     .insert(r.hash.0, &r.id.to_be_bytes())
                     .map_err(unavailable)?;
             }
+            old.clear().map_err(unavailable)?;
         }
-        if layout != CURRENT_LAYOUT {
+        if rebuild || layout != CURRENT_LAYOUT {
             self.meta
                 .insert(LAYOUT, &CURRENT_LAYOUT.to_be_bytes())
                 .map_err(unavailable)?;
@@ -550,9 +557,16 @@ mod tests {
                 scope: Scope::ReadWrite,
             };
             let r = backend.insert(new, 0).map_err(|_| "insert").unwrap();
-            // What layout 1 kept: the whole entry under the hash, no marker.
+            // What layout 1 kept: the whole entry under the hash in
+            // `hashes`, no `hash_ids`, no marker.
             let old = postcard::to_allocvec(&r.auth_entry()).unwrap();
-            backend.hashes.insert(hash.0, old).unwrap();
+            backend
+                .db
+                .open_tree("hashes")
+                .unwrap()
+                .insert(hash.0, old)
+                .unwrap();
+            backend.hashes.clear().unwrap();
             backend.meta.remove(LAYOUT).unwrap();
             backend.db.flush().unwrap();
         }
@@ -563,5 +577,9 @@ mod tests {
             .expect("found after migration");
         assert_eq!((entry.id, entry.user_key.as_str()), (1, "U1"));
         assert_eq!(u64_of(backend.meta.get(LAYOUT).unwrap()), CURRENT_LAYOUT);
+        assert!(
+            backend.db.open_tree("hashes").unwrap().is_empty(),
+            "an older binary started on this store finds no token to misread"
+        );
     }
 }
