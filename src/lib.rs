@@ -171,7 +171,8 @@ pub async fn start_with_store(
     open_store: StoreOpener,
 ) -> Result<Running, StartError> {
     let clock = options.clock.clone();
-    let upstream = Upstream::new(&config).map_err(StartError::Config)?;
+    let client_tls = proxy::client_tls(&config).map_err(StartError::Config)?;
+    let upstream = Upstream::with_tls(&config, client_tls.clone()).map_err(StartError::Config)?;
     let live = Live::build(
         &config,
         &*options.env,
@@ -209,7 +210,7 @@ pub async fn start_with_store(
     let workers = config.worker_count();
     // One upstream pool per worker, built before anything listens.
     let worker_upstreams = (0..workers)
-        .map(|_| Upstream::new(&config))
+        .map(|_| Upstream::with_tls(&config, client_tls.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(StartError::Config)?;
     let (listeners, addr) = bind(config.server.listen, workers)?;

@@ -130,10 +130,45 @@ pub struct Upstream {
     body_gap: Duration,
 }
 
+/// The TLS client configuration for HTTPS upstreams: the system's roots, or
+/// `upstream.ca_file`. Loading the roots is start-up work: done once.
+pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
+    let u = &config.upstream;
+    let mut roots = rustls::RootCertStore::empty();
+    if u.ca_file.is_empty() {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = roots.add(cert);
+        }
+    } else {
+        let certs = CertificateDer::pem_file_iter(&u.ca_file)
+            .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS set-up failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
+
 const MAX_FETCH_BYTES: usize = 1024 * 1024;
 
 impl Upstream {
     pub fn new(config: &Config) -> Result<Arc<Upstream>, String> {
+        Upstream::with_tls(config, client_tls(config)?)
+    }
+
+    /// An upstream client with a TLS configuration built once by
+    /// [`client_tls`] (each worker has its own pool, all share the roots).
+    pub fn with_tls(config: &Config, tls: rustls::ClientConfig) -> Result<Arc<Upstream>, String> {
         let url = config.upstream_url()?;
         let u = &config.upstream;
         let mut http = HttpConnector::new();
@@ -141,30 +176,6 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_millis(u.connect_timeout_ms)));
         http.set_keepalive(Some(Duration::from_secs(60)));
-
-        let mut roots = rustls::RootCertStore::empty();
-        if u.ca_file.is_empty() {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        } else {
-            let certs = CertificateDer::pem_file_iter(&u.ca_file)
-                .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
