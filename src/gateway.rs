@@ -364,17 +364,15 @@ impl Gateway {
             return Err(locked(lock, self.clock.now_ms()));
         }
         let now = self.clock.now_ms();
-        let verified = self
+        let verified = match self
             .store
             .with(|store| auth::verify_token(store, &self.format, user, token, now))
-            .unwrap_or_else(|| match self.store.get() {
-                Ok(store) => auth::verify_token(&store, &self.format, user, token, now),
-                // A malformed token is refused without the store, open or not.
-                Err(_) if self.format.check(token.expose()).is_err() => {
-                    Err(TokenRefusal::Malformed)
-                }
-                Err(e) => Err(TokenRefusal::Store(e)),
-            });
+        {
+            Some(verified) => verified,
+            // A malformed token is refused without the store, open or not.
+            None if self.format.check(token.expose()).is_err() => Err(TokenRefusal::Malformed),
+            None => Err(TokenRefusal::Store(self.store.not_open())),
+        };
         match verified {
             Ok(entry) => {
                 if let Some(lock) = self.lockout.locked(&entry.user_name) {

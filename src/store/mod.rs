@@ -495,13 +495,15 @@ impl StoreCell {
 
     /// The open store, or why there is none.
     pub fn get(&self) -> Result<Arc<Store>, StoreError> {
-        match self.current.load_full() {
-            Some(store) => Ok(store),
-            None => Err(StoreError::Unavailable(format!(
-                "not open ({})",
-                self.problem.lock().unwrap_or_else(|p| p.into_inner())
-            ))),
-        }
+        self.current.load_full().ok_or_else(|| self.not_open())
+    }
+
+    /// The error for a request that needs the store while it is not open.
+    pub fn not_open(&self) -> StoreError {
+        StoreError::Unavailable(format!(
+            "not open ({})",
+            self.problem.lock().unwrap_or_else(|p| p.into_inner())
+        ))
     }
 
     pub fn current(&self) -> Option<Arc<Store>> {
