@@ -1,12 +1,20 @@
 //! The sled engine.
 //!
 //! Trees (all keys big-endian so that byte order is numeric order):
-//! - `tokens`:    id → record
-//! - `hash_ids`:  SHA-256 → id (the store's hot-path cache keeps used tokens in memory)
-//! - `by_user`:   user key ‖ 0xFF ‖ id → () (0xFF never occurs in UTF-8)
-//! - `by_expiry`: validUntil ‖ id → () (never-expiring tokens are not indexed)
-//! - `counts`:    user key → number of tokens (atomic per-user limit)
-//! - `meta`:      `next_id`, `count`
+//! - `records`:    id >> 4 → the records of those 16 ids ([`block`])
+//! - `search`:     id >> 4 → scope and lower-case description of those ids
+//!   (the description and scope filters scan this, not the records)
+//! - `hash_index`: first two bytes of the SHA-256 → (SHA-256 ‖ id)* sorted
+//!   (the store's hot-path cache keeps used tokens in memory)
+//! - `owners`:     user key → the user's ids, 8 bytes each, ascending
+//! - `by_expiry`:  validUntil ‖ id → () (never-expiring tokens are not indexed)
+//! - `meta`:       `next_id`, `count`, `layout`
+//!
+//! Records and index entries are packed several to a key because sled 0.34
+//! splits a leaf page at 16 keys and keeps bookkeeping for every page in
+//! memory: one key per token and index (layout 2) held 120 MB of heap at a
+//! million tokens, packed (layout 3) about a third of that (README, "A
+//! million tokens").
 //!
 //! Every change touches its record and indexes in one transaction.
 
@@ -20,20 +28,24 @@ use crate::token::TokenHash;
 
 const NEXT_ID: &[u8] = b"next_id";
 const COUNT: &[u8] = b"count";
-/// Layout of the trees. 1 (implicit): a `hashes` tree mapped SHA-256 to an
-/// `AuthEntry`; 2: `hash_ids` maps it to the id. Migration empties `hashes`,
-/// so a binary of layout 1 started on a layout-2 store finds no token and
-/// refuses them all (fail closed) instead of misreading ids as entries.
+/// Layout of the trees. 1 (implicit): `tokens` (id → record), `hashes`
+/// (SHA-256 → entry), `by_user`, `by_expiry`, `counts`; 2: `hash_ids`
+/// (SHA-256 → id) instead of `hashes`; 3: the packed trees above. Older
+/// layouts are moved into the packed trees on open and their trees dropped;
+/// a binary of layout 2 refuses a newer store, one of layout 1 finds no token
+/// in it (fail closed either way).
 const LAYOUT: &[u8] = b"layout";
-const CURRENT_LAYOUT: u64 = 2;
+const CURRENT_LAYOUT: u64 = 3;
+/// Trees of layouts 1 and 2, dropped after migration.
+const OLD_TREES: [&str; 5] = ["tokens", "hashes", "hash_ids", "by_user", "counts"];
 
 pub struct SledBackend {
     db: sled::Db,
-    tokens: Tree,
+    records: Tree,
+    search: Tree,
     hashes: Tree,
-    by_user: Tree,
+    owners: Tree,
     by_expiry: Tree,
-    counts: Tree,
     meta: Tree,
 }
 
@@ -56,19 +68,6 @@ fn u64_of(bytes: Option<sled::IVec>) -> u64 {
         .unwrap_or(0)
 }
 
-fn user_prefix(user_key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(user_key.len() + 9);
-    k.extend_from_slice(user_key.as_bytes());
-    k.push(0xFF);
-    k
-}
-
-fn user_index_key(user_key: &str, id: u64) -> Vec<u8> {
-    let mut k = user_prefix(user_key);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
 fn expiry_key(valid_until: u64, id: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&valid_until.to_be_bytes());
@@ -81,6 +80,225 @@ fn id_of_index_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail.try_into().ok()?))
 }
 
+/// The value formats of the packed trees. Every function takes the stored
+/// bytes (empty for a missing key) and treats them as untrusted: a value
+/// that does not parse is reported, never a panic.
+mod block {
+    /// Entries of 16 consecutive ids share a key of `records` and `search`.
+    pub const BITS: u32 = 4;
+
+    pub fn key(id: u64) -> [u8; 8] {
+        (id >> BITS).to_be_bytes()
+    }
+
+    /// The entries of a block, by id: id (8 bytes), length (4 bytes), the
+    /// payload. Yields `(id, payload)`.
+    pub fn entries(bytes: &[u8]) -> Entries<'_> {
+        Entries { rest: bytes }
+    }
+
+    pub struct Entries<'a> {
+        rest: &'a [u8],
+    }
+
+    impl<'a> Iterator for Entries<'a> {
+        type Item = Result<(u64, &'a [u8]), String>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let parsed = (|| {
+                let (id, rest) = self.rest.split_first_chunk::<8>()?;
+                let (len, rest) = rest.split_first_chunk::<4>()?;
+                let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+                let payload = rest.get(..len)?;
+                Some((u64::from_be_bytes(*id), payload, rest.get(len..)?))
+            })();
+            match parsed {
+                Some((id, payload, rest)) => {
+                    self.rest = rest;
+                    Some(Ok((id, payload)))
+                }
+                None => {
+                    self.rest = &[];
+                    Some(Err("a truncated block".into()))
+                }
+            }
+        }
+    }
+
+    fn push(out: &mut Vec<u8>, id: u64, payload: &[u8]) -> Result<(), String> {
+        let len = u32::try_from(payload.len()).map_err(|_| "an entry over 4 GiB".to_string())?;
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// The payload of `id`, if the block holds it.
+    pub fn find(bytes: &[u8], id: u64) -> Result<Option<&[u8]>, String> {
+        for entry in entries(bytes) {
+            let (at, payload) = entry?;
+            if at == id {
+                return Ok(Some(payload));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The block with `payload` put in its place (replacing one of its id).
+    pub fn put(bytes: &[u8], id: u64, payload: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(bytes.len() + payload.len() + 12);
+        let mut placed = false;
+        for entry in entries(bytes) {
+            let (at, other) = entry?;
+            if !placed && at >= id {
+                push(&mut out, id, payload)?;
+                placed = true;
+            }
+            if at != id {
+                push(&mut out, at, other)?;
+            }
+        }
+        if !placed {
+            push(&mut out, id, payload)?;
+        }
+        Ok(out)
+    }
+
+    /// The payload of a removed entry, and the block without it.
+    pub type Removed<'a> = Option<(&'a [u8], Vec<u8>)>;
+
+    /// The payload of `id` and the block without it.
+    pub fn remove(bytes: &[u8], id: u64) -> Result<Removed<'_>, String> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut removed = None;
+        for entry in entries(bytes) {
+            let (at, payload) = entry?;
+            if at == id {
+                removed = Some(payload);
+            } else {
+                push(&mut out, at, payload)?;
+            }
+        }
+        Ok(removed.map(|p| (p, out)))
+    }
+}
+
+fn decode_record(payload: &[u8]) -> Result<TokenRecord, String> {
+    postcard::from_bytes(payload).map_err(|e| e.to_string())
+}
+
+fn encode_record(r: &TokenRecord) -> Result<Vec<u8>, String> {
+    postcard::to_allocvec(r).map_err(|e| e.to_string())
+}
+
+/// The record of `id` in a `records` block.
+fn record_in(block: &[u8], id: u64) -> Result<Option<TokenRecord>, StoreError> {
+    block::find(block, id)
+        .and_then(|p| p.map(decode_record).transpose())
+        .map_err(StoreError::Corrupt)
+}
+
+/// A `search` entry: what the description and scope filters look at,
+/// without reading the record. The scope code, then the description in
+/// lower case, as [`Filter::matches`] compares it.
+fn search_entry(r: &TokenRecord) -> Vec<u8> {
+    let mut e = vec![r.scope.code()];
+    e.extend_from_slice(r.description.to_lowercase().as_bytes());
+    e
+}
+
+fn search_matches(filter: &Filter, entry: &[u8]) -> bool {
+    let Some((&scope, description)) = entry.split_first() else {
+        return false;
+    };
+    if filter.scope.is_some_and(|s| s.code() != scope) {
+        return false;
+    }
+    match &filter.description {
+        Some(needle) => std::str::from_utf8(description).is_ok_and(|d| d.contains(needle.as_str())),
+        None => true,
+    }
+}
+
+/// Sorted arrays of fixed-width entries, compared on their first bytes:
+/// `hash_index` buckets (SHA-256 ‖ id) and `owners` lists (id).
+mod sorted {
+    use std::cmp::Ordering;
+
+    /// Where the entry whose first bytes are `key` is, or would go.
+    fn position(bytes: &[u8], width: usize, key: &[u8]) -> Result<usize, usize> {
+        let (mut low, mut high) = (0, bytes.len() / width);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let at = bytes
+                .get(mid * width..mid * width + key.len())
+                .unwrap_or_default();
+            match at.cmp(key) {
+                Ordering::Less => low = mid + 1,
+                Ordering::Greater => high = mid,
+                Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(low)
+    }
+
+    /// The entry whose first bytes are `key`.
+    pub fn find<'a>(bytes: &'a [u8], width: usize, key: &[u8]) -> Option<&'a [u8]> {
+        let i = position(bytes, width, key).ok()?;
+        bytes.get(i * width..(i + 1) * width)
+    }
+
+    /// `bytes` with `entry` added; `None` if an entry with its key is there.
+    pub fn insert(bytes: &[u8], width: usize, key_len: usize, entry: &[u8]) -> Option<Vec<u8>> {
+        let i = position(bytes, width, entry.get(..key_len)?).err()?;
+        let at = (i * width).min(bytes.len());
+        let mut out = Vec::with_capacity(bytes.len() + width);
+        out.extend_from_slice(bytes.get(..at)?);
+        out.extend_from_slice(entry);
+        out.extend_from_slice(bytes.get(at..)?);
+        Some(out)
+    }
+
+    /// `bytes` without the entry whose first bytes are `key`; `None` if absent.
+    pub fn remove(bytes: &[u8], width: usize, key: &[u8]) -> Option<Vec<u8>> {
+        let i = position(bytes, width, key).ok()?;
+        let mut out = Vec::with_capacity(bytes.len());
+        out.extend_from_slice(bytes.get(..i * width)?);
+        out.extend_from_slice(bytes.get((i + 1) * width..)?);
+        Some(out)
+    }
+}
+
+/// A `hash_index` entry: SHA-256 ‖ id.
+const HASH_ENTRY: usize = 40;
+
+fn bucket_key(hash: &TokenHash) -> [u8; 2] {
+    [hash.0[0], hash.0[1]]
+}
+
+fn hash_entry(hash: &TokenHash, id: u64) -> [u8; HASH_ENTRY] {
+    let mut e = [0u8; HASH_ENTRY];
+    e[..32].copy_from_slice(&hash.0);
+    e[32..].copy_from_slice(&id.to_be_bytes());
+    e
+}
+
+/// The id stored for `hash` in its bucket.
+fn id_in_bucket(bucket: &[u8], hash: &TokenHash) -> Option<u64> {
+    let entry = sorted::find(bucket, HASH_ENTRY, &hash.0)?;
+    Some(u64::from_be_bytes(entry.get(32..)?.try_into().ok()?))
+}
+
+/// The ids of an `owners` value.
+fn owner_ids(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bytes
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+}
+
 /// Which of our own errors a transaction aborted with.
 enum Abort {
     Limit(u32),
@@ -89,14 +307,8 @@ enum Abort {
 
 type TxResult<T> = Result<T, ConflictableTransactionError<Abort>>;
 
-fn tx_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> TxResult<T> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))
-}
-
-fn tx_encode<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
-    postcard::to_allocvec(v)
-        .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))
+fn tx_corrupt(message: impl Into<String>) -> ConflictableTransactionError<Abort> {
+    ConflictableTransactionError::Abort(Abort::Corrupt(message.into()))
 }
 
 fn tx_error(e: TransactionError<Abort>) -> InsertError {
@@ -121,8 +333,43 @@ fn add(tree: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<u64> {
     Ok(next)
 }
 
+/// The trees a transaction touches, in the order of [`SledBackend::trees`].
+type Tx<'a> = (
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+    &'a TransactionalTree,
+);
+
 impl SledBackend {
     pub fn open(path: &Path) -> Result<SledBackend, StoreError> {
+        let backend = Self::open_trees(path)?;
+        if backend.migrate()? {
+            // Moving read every page of the old trees into memory; a fresh
+            // start holds only what the packed trees need.
+            drop(backend);
+            return Self::reopen(path);
+        }
+        Ok(backend)
+    }
+
+    /// Opens a store this process has just closed: sled's background
+    /// writers may hold its file lock for a moment after the close.
+    pub fn reopen(path: &Path) -> Result<SledBackend, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::open(path) {
+                Err(StoreError::InUse(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    fn open_trees(path: &Path) -> Result<SledBackend, StoreError> {
         let db = sled::Config::new()
             .path(path)
             // Tokens in use are cached by the store itself; sled's own page
@@ -138,56 +385,101 @@ impl SledBackend {
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(unavailable);
         let backend = SledBackend {
-            tokens: tree("tokens")?,
-            hashes: tree("hash_ids")?,
-            by_user: tree("by_user")?,
+            records: tree("records")?,
+            search: tree("search")?,
+            hashes: tree("hash_index")?,
+            owners: tree("owners")?,
             by_expiry: tree("by_expiry")?,
-            counts: tree("counts")?,
             meta: tree("meta")?,
             db,
         };
-        backend.migrate()?;
         Ok(backend)
     }
 
-    /// Brings a store written by an older version to [`CURRENT_LAYOUT`].
-    /// Idempotent: an interrupted migration is redone on the next open.
-    fn migrate(&self) -> Result<(), StoreError> {
+    /// Brings a store written by an older version to [`CURRENT_LAYOUT`]:
+    /// the records of the old `tokens` tree are restored into the packed
+    /// trees, then the old trees are dropped. Idempotent: an interrupted
+    /// migration is redone on the next open. Also picks up tokens that a
+    /// binary of layout 1 (which does not check the layout) added after a
+    /// rollback. Returns whether records were moved.
+    fn migrate(&self) -> Result<bool, StoreError> {
         let layout = u64_of(self.meta.get(LAYOUT).map_err(unavailable)?);
         if layout > CURRENT_LAYOUT {
             return Err(StoreError::Corrupt(format!(
                 "store layout {layout} is newer than this version understands ({CURRENT_LAYOUT})"
             )));
         }
-        // Layout 1, or tokens an older binary added after a rollback: the
-        // old tree is rebuilt into `hash_ids` from the records, then emptied.
-        let old = self.db.open_tree("hashes").map_err(unavailable)?;
-        let rebuild = layout < 2 || !old.is_empty();
-        if rebuild {
-            for kv in self.tokens.iter().values() {
-                let r: TokenRecord = decode(&kv.map_err(unavailable)?)?;
-                self.hashes
-                    .insert(r.hash.0, &r.id.to_be_bytes())
-                    .map_err(unavailable)?;
+        let names = self.db.tree_names();
+        let has_old = OLD_TREES
+            .iter()
+            .any(|t| names.iter().any(|n| n == t.as_bytes()));
+        if !has_old {
+            if layout != CURRENT_LAYOUT {
+                self.set_layout()?;
             }
-            old.clear().map_err(unavailable)?;
+            return Ok(false);
         }
-        if rebuild || layout != CURRENT_LAYOUT {
-            self.meta
-                .insert(LAYOUT, &CURRENT_LAYOUT.to_be_bytes())
-                .map_err(unavailable)?;
-            self.db.flush().map_err(unavailable)?;
+        let old = self.db.open_tree("tokens").map_err(unavailable)?;
+        if !old.is_empty() {
+            tracing::info!(
+                tokens = old.len(),
+                "moving the store to layout {CURRENT_LAYOUT}; this runs once"
+            );
         }
-        Ok(())
+        let mut chunk = Vec::with_capacity(1_000);
+        for value in old.iter().values() {
+            chunk.push(decode::<TokenRecord>(&value.map_err(unavailable)?)?);
+            if chunk.len() == chunk.capacity() {
+                self.restore(&chunk)?;
+                chunk.clear();
+            }
+        }
+        self.restore(&chunk)?;
+        // `restore` counted records the old count already held.
+        let mut count = 0u64;
+        for value in self.records.iter().values() {
+            for entry in block::entries(&value.map_err(unavailable)?) {
+                entry.map_err(StoreError::Corrupt)?;
+                count += 1;
+            }
+        }
+        self.meta
+            .insert(COUNT, &count.to_be_bytes())
+            .map_err(unavailable)?;
+        self.set_layout()?;
+        for name in OLD_TREES {
+            self.db.drop_tree(name).map_err(unavailable)?;
+        }
+        self.db.flush().map_err(unavailable)?;
+        Ok(true)
     }
 
+    fn set_layout(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert(LAYOUT, &CURRENT_LAYOUT.to_be_bytes())
+            .map_err(unavailable)?;
+        self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+
+    /// Records of `ids` that exist, by id; each block is read once.
     fn records_by_ids(
         &self,
         ids: impl IntoIterator<Item = u64>,
     ) -> Result<Vec<TokenRecord>, StoreError> {
-        let mut out = Vec::new();
+        let mut ids: Vec<u64> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut current: Option<(u64, Option<sled::IVec>)> = None;
         for id in ids {
-            if let Some(r) = self.get(id)? {
+            let key = id >> block::BITS;
+            if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                let bytes = self.records.get(key.to_be_bytes()).map_err(unavailable)?;
+                current = Some((key, bytes));
+            }
+            if let Some((_, Some(bytes))) = &current
+                && let Some(r) = record_in(bytes, id)?
+            {
                 out.push(r);
             }
         }
@@ -195,98 +487,179 @@ impl SledBackend {
     }
 
     fn user_ids(&self, user_key: &str) -> Result<Vec<u64>, StoreError> {
-        self.by_user
-            .scan_prefix(user_prefix(user_key))
-            .keys()
-            .map(|k| {
-                k.map_err(unavailable)
-                    .map(|k| id_of_index_key(&k).unwrap_or(0))
-            })
-            .collect()
+        let ids = self.owners.get(user_key).map_err(unavailable)?;
+        Ok(ids.map(|b| owner_ids(&b).collect()).unwrap_or_default())
     }
 
     /// Removes a record and its index entries inside a transaction.
-    fn remove_in(
-        (t, h, u, e, c, m): (
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-        ),
-        id: u64,
-    ) -> TxResult<Option<TokenRecord>> {
-        let Some(bytes) = t.remove(&id.to_be_bytes())? else {
+    fn remove_in((t, s, h, o, e, m): Tx<'_>, id: u64) -> TxResult<Option<TokenRecord>> {
+        let key = block::key(id);
+        let Some(bytes) = t.get(key)? else {
             return Ok(None);
         };
-        let r: TokenRecord = tx_decode(&bytes)?;
-        h.remove(&r.hash.0)?;
-        u.remove(user_index_key(&r.user_key, id))?;
+        let Some((payload, rest)) = block::remove(&bytes, id).map_err(tx_corrupt)? else {
+            return Ok(None);
+        };
+        let r = decode_record(payload).map_err(tx_corrupt)?;
+        for (tree, rest) in [(t, Some(rest)), (s, None)] {
+            let rest = match rest {
+                Some(rest) => rest,
+                None => {
+                    let bytes = tree.get(key)?.unwrap_or_default();
+                    match block::remove(&bytes, id).map_err(tx_corrupt)? {
+                        Some((_, rest)) => rest,
+                        None => continue,
+                    }
+                }
+            };
+            if rest.is_empty() {
+                tree.remove(&key)?;
+            } else {
+                tree.insert(&key, rest)?;
+            }
+        }
+        let bucket = bucket_key(&r.hash);
+        let entries = h.get(bucket)?.unwrap_or_default();
+        if let Some(rest) = sorted::remove(&entries, HASH_ENTRY, &r.hash.0) {
+            if rest.is_empty() {
+                h.remove(&bucket)?;
+            } else {
+                h.insert(&bucket, rest)?;
+            }
+        }
+        let ids = o.get(r.user_key.as_bytes())?.unwrap_or_default();
+        if let Some(rest) = sorted::remove(&ids, 8, &id.to_be_bytes()) {
+            if rest.is_empty() {
+                o.remove(r.user_key.as_bytes())?;
+            } else {
+                o.insert(r.user_key.as_bytes(), rest)?;
+            }
+        }
         if r.valid_until != 0 {
             e.remove(&expiry_key(r.valid_until, id))?;
-        }
-        if add(c, r.user_key.as_bytes(), -1)? == 0 {
-            c.remove(r.user_key.as_bytes())?;
         }
         add(m, COUNT, -1)?;
         Ok(Some(r))
     }
 
-    /// Writes a record and its index entries inside a transaction.
-    #[allow(clippy::type_complexity)]
-    fn put_in(
-        (t, h, u, e, c, m): (
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-            &TransactionalTree,
-        ),
-        r: &TokenRecord,
-    ) -> TxResult<()> {
-        t.insert(&r.id.to_be_bytes(), tx_encode(r)?)?;
-        h.insert(&r.hash.0, &r.id.to_be_bytes())?;
-        u.insert(user_index_key(&r.user_key, r.id), &[])?;
+    /// Writes a new record and its index entries inside a transaction.
+    /// Returns false, writing nothing, when its id or hash is taken.
+    fn put_in((t, s, h, o, e, m): Tx<'_>, r: &TokenRecord) -> TxResult<bool> {
+        let key = block::key(r.id);
+        let records = t.get(key)?.unwrap_or_default();
+        let bucket = bucket_key(&r.hash);
+        let entries = h.get(bucket)?.unwrap_or_default();
+        let taken = block::entries(&records).any(|e| e.is_ok_and(|(id, _)| id == r.id));
+        let with_hash = sorted::insert(&entries, HASH_ENTRY, 32, &hash_entry(&r.hash, r.id));
+        let (false, Some(with_hash)) = (taken, with_hash) else {
+            return Ok(false);
+        };
+        let record = encode_record(r).map_err(tx_corrupt)?;
+        t.insert(
+            &key,
+            block::put(&records, r.id, &record).map_err(tx_corrupt)?,
+        )?;
+        let search = s.get(key)?.unwrap_or_default();
+        let search = block::put(&search, r.id, &search_entry(r)).map_err(tx_corrupt)?;
+        s.insert(&key, search)?;
+        h.insert(&bucket, with_hash)?;
+        let ids = o.get(r.user_key.as_bytes())?.unwrap_or_default();
+        if let Some(with_id) = sorted::insert(&ids, 8, 8, &r.id.to_be_bytes()) {
+            o.insert(r.user_key.as_bytes(), with_id)?;
+        }
         if r.valid_until != 0 {
             e.insert(&expiry_key(r.valid_until, r.id), &[])?;
         }
-        add(c, r.user_key.as_bytes(), 1)?;
         add(m, COUNT, 1)?;
         let next = u64_of(m.get(NEXT_ID)?).max(1);
         if r.id >= next {
             m.insert(NEXT_ID, &(r.id + 1).to_be_bytes())?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn trees(&self) -> (&Tree, &Tree, &Tree, &Tree, &Tree, &Tree) {
         (
-            &self.tokens,
+            &self.records,
+            &self.search,
             &self.hashes,
-            &self.by_user,
+            &self.owners,
             &self.by_expiry,
-            &self.counts,
             &self.meta,
         )
+    }
+
+    /// Raises `lastAccessed` of one record (not in `search`); a deleted id
+    /// is skipped.
+    fn raise_last_access(&self, id: u64, at: u64) -> Result<(), StoreError> {
+        let mut bad = None;
+        self.records
+            .fetch_and_update(block::key(id), |old| {
+                // Called again if another writer changed the block meanwhile.
+                bad = None;
+                let old = old?;
+                let raised =
+                    match block::find(old, id).and_then(|p| p.map(decode_record).transpose()) {
+                        Ok(Some(mut r)) if r.last_accessed < at => {
+                            r.last_accessed = at;
+                            encode_record(&r)
+                                .and_then(|p| block::put(old, id, &p))
+                                .map_err(|e| bad = Some(e))
+                                .ok()
+                        }
+                        Ok(_) => None,
+                        Err(e) => {
+                            bad = Some(e);
+                            None
+                        }
+                    };
+                Some(raised.unwrap_or_else(|| old.to_vec()))
+            })
+            .map_err(unavailable)?;
+        match bad {
+            Some(e) => Err(StoreError::Corrupt(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every record by id ascending, `skip` of them passed over without
+    /// being decoded.
+    fn walk(
+        &self,
+        mut skip: u64,
+        visit: &mut dyn FnMut(TokenRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        for value in self.records.iter().values() {
+            let value = value.map_err(unavailable)?;
+            for entry in block::entries(&value) {
+                let (_, bytes) = entry.map_err(StoreError::Corrupt)?;
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                if !visit(decode(bytes)?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 impl Backend for SledBackend {
     fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
-        let Some(id) = self.hashes.get(hash.0).map_err(unavailable)? else {
+        let Some(bucket) = self.hashes.get(bucket_key(hash)).map_err(unavailable)? else {
             return Ok(None);
         };
-        let id = <[u8; 8]>::try_from(id.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::Corrupt("a hash entry without an id".into()))?;
+        let Some(id) = id_in_bucket(&bucket, hash) else {
+            return Ok(None);
+        };
         Ok(self.get(id)?.map(|r| r.auth_entry()))
     }
 
     fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        match self.tokens.get(id.to_be_bytes()).map_err(unavailable)? {
-            Some(bytes) => decode(&bytes).map(Some),
+        match self.records.get(block::key(id)).map_err(unavailable)? {
+            Some(bytes) => record_in(&bytes, id),
             None => Ok(None),
         }
     }
@@ -347,23 +720,32 @@ impl Backend for SledBackend {
             None if !needs_records => {
                 let total = self.count()?;
                 let mut items = Vec::new();
-                for kv in self.tokens.iter().values().skip(offset).take(limit) {
-                    items.push(decode(&kv.map_err(unavailable)?)?);
+                if limit > 0 {
+                    self.walk(offset as u64, &mut |r| {
+                        items.push(r);
+                        items.len() < limit
+                    })?;
                 }
                 Ok(Page { items, total })
             }
+            // Description or scope alone: a scan of `search`, which is
+            // much smaller than the records.
             None => {
                 let mut total = 0u64;
-                let mut items = Vec::new();
-                for kv in self.tokens.iter().values() {
-                    let r: TokenRecord = decode(&kv.map_err(unavailable)?)?;
-                    if filter.matches(&r) {
-                        if total >= offset as u64 && items.len() < limit {
-                            items.push(r);
+                let mut ids = Vec::new();
+                for value in self.search.iter().values() {
+                    let value = value.map_err(unavailable)?;
+                    for entry in block::entries(&value) {
+                        let (id, entry) = entry.map_err(StoreError::Corrupt)?;
+                        if search_matches(filter, entry) {
+                            if total >= offset as u64 && ids.len() < limit {
+                                ids.push(id);
+                            }
+                            total += 1;
                         }
-                        total += 1;
                     }
                 }
+                let items = self.records_by_ids(ids)?;
                 Ok(Page { items, total })
             }
         }
@@ -372,16 +754,13 @@ impl Backend for SledBackend {
     fn insert(&self, token: NewToken, per_user_limit: u32) -> Result<TokenRecord, InsertError> {
         self.trees()
             .transaction(|trees| {
-                let (_, h, _, _, c, m) = trees;
-                let owned = u64_of(c.get(token.user_key.as_bytes())?);
-                if per_user_limit > 0 && owned >= u64::from(per_user_limit) {
+                let (_, _, _, o, _, m) = trees;
+                let owned = o
+                    .get(token.user_key.as_bytes())?
+                    .map_or(0, |ids| ids.len() / 8);
+                if per_user_limit > 0 && owned >= per_user_limit as usize {
                     return Err(ConflictableTransactionError::Abort(Abort::Limit(
                         per_user_limit,
-                    )));
-                }
-                if h.get(token.hash.0)?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(Abort::Corrupt(
-                        "token hash already present".into(),
                     )));
                 }
                 let id = u64_of(m.get(NEXT_ID)?).max(1);
@@ -397,10 +776,12 @@ impl Backend for SledBackend {
                     last_accessed: 0,
                     scope: token.scope,
                 };
-                Self::put_in(
+                if !Self::put_in(
                     (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5),
                     &record,
-                )?;
+                )? {
+                    return Err(tx_corrupt("token hash or id already present"));
+                }
                 Ok(record)
             })
             .map_err(tx_error)
@@ -411,16 +792,12 @@ impl Backend for SledBackend {
             .transaction(|trees| {
                 let mut added = 0;
                 for record in records {
-                    if trees.0.get(record.id.to_be_bytes())?.is_some()
-                        || trees.1.get(record.hash.0)?.is_some()
-                    {
-                        continue;
-                    }
-                    Self::put_in(
+                    if Self::put_in(
                         (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5),
                         record,
-                    )?;
-                    added += 1;
+                    )? {
+                        added += 1;
+                    }
                 }
                 Ok(added)
             })
@@ -432,33 +809,25 @@ impl Backend for SledBackend {
         id: u64,
         description: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let mut bad = None;
-        let updated = self
-            .tokens
-            .update_and_fetch(id.to_be_bytes(), |old| {
-                let old = old?;
-                match postcard::from_bytes::<TokenRecord>(old) {
-                    Ok(mut r) => {
-                        r.description = description.to_string();
-                        match postcard::to_allocvec(&r) {
-                            Ok(v) => Some(v),
-                            Err(e) => {
-                                bad = Some(e.to_string());
-                                Some(old.to_vec())
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        bad = Some(e.to_string());
-                        Some(old.to_vec())
-                    }
-                }
+        (&self.records, &self.search)
+            .transaction(|(t, s)| {
+                let key = block::key(id);
+                let Some(bytes) = t.get(key)? else {
+                    return Ok(None);
+                };
+                let Some(payload) = block::find(&bytes, id).map_err(tx_corrupt)? else {
+                    return Ok(None);
+                };
+                let mut r = decode_record(payload).map_err(tx_corrupt)?;
+                r.description = description.to_string();
+                let record = encode_record(&r).map_err(tx_corrupt)?;
+                t.insert(&key, block::put(&bytes, id, &record).map_err(tx_corrupt)?)?;
+                let search = s.get(key)?.unwrap_or_default();
+                let search = block::put(&search, id, &search_entry(&r)).map_err(tx_corrupt)?;
+                s.insert(&key, search)?;
+                Ok(Some(r))
             })
-            .map_err(unavailable)?;
-        if let Some(e) = bad {
-            return Err(StoreError::Corrupt(e));
-        }
-        updated.map(|b| decode(&b)).transpose()
+            .map_err(store_error)
     }
 
     fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
@@ -484,20 +853,7 @@ impl Backend for SledBackend {
 
     fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError> {
         for &(id, at) in batch {
-            self.tokens
-                .update_and_fetch(id.to_be_bytes(), |old| {
-                    let old = old?;
-                    match postcard::from_bytes::<TokenRecord>(old) {
-                        Ok(mut r) if r.last_accessed < at => {
-                            r.last_accessed = at;
-                            postcard::to_allocvec(&r)
-                                .ok()
-                                .or_else(|| Some(old.to_vec()))
-                        }
-                        _ => Some(old.to_vec()),
-                    }
-                })
-                .map_err(unavailable)?;
+            self.raise_last_access(id, at)?;
         }
         Ok(())
     }
@@ -521,12 +877,7 @@ impl Backend for SledBackend {
     }
 
     fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError> {
-        for kv in self.tokens.iter().values() {
-            if !visit(decode(&kv.map_err(unavailable)?)?) {
-                break;
-            }
-        }
-        Ok(())
+        self.walk(0, visit)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -536,50 +887,282 @@ impl Backend for SledBackend {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::store::{NewToken, Scope};
+    use crate::store::Scope;
+
+    fn record(id: u64, user: &str) -> TokenRecord {
+        TokenRecord {
+            id,
+            hash: TokenHash::of(&format!("token {id}")),
+            description: format!("token {id}"),
+            user_key: user.into(),
+            user_name: user.to_lowercase(),
+            created_by: user.into(),
+            created: id,
+            valid_until: if id % 3 == 0 { 0 } else { 1_000 + id },
+            last_accessed: 0,
+            scope: Scope::ReadWrite,
+        }
+    }
+
+    /// Writes a store as a binary of layout 1 or 2 did.
+    fn write_old_store(path: &Path, layout: u64, records: &[TokenRecord]) {
+        let db = sled::open(path).unwrap();
+        let tokens = db.open_tree("tokens").unwrap();
+        let by_user = db.open_tree("by_user").unwrap();
+        let by_expiry = db.open_tree("by_expiry").unwrap();
+        let counts = db.open_tree("counts").unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        for r in records {
+            tokens
+                .insert(r.id.to_be_bytes(), postcard::to_allocvec(r).unwrap())
+                .unwrap();
+            if layout == 1 {
+                let entry = postcard::to_allocvec(&r.auth_entry()).unwrap();
+                db.open_tree("hashes")
+                    .unwrap()
+                    .insert(r.hash.0, entry)
+                    .unwrap();
+            } else {
+                let ids = db.open_tree("hash_ids").unwrap();
+                ids.insert(r.hash.0, &r.id.to_be_bytes()).unwrap();
+            }
+            let mut user_key = r.user_key.as_bytes().to_vec();
+            user_key.push(0xFF);
+            user_key.extend_from_slice(&r.id.to_be_bytes());
+            by_user.insert(user_key, &[]).unwrap();
+            if r.valid_until != 0 {
+                by_expiry
+                    .insert(expiry_key(r.valid_until, r.id), &[])
+                    .unwrap();
+            }
+            let n = u64_of(counts.get(r.user_key.as_bytes()).unwrap()) + 1;
+            counts
+                .insert(r.user_key.as_bytes(), &n.to_be_bytes())
+                .unwrap();
+        }
+        meta.insert(COUNT, &(records.len() as u64).to_be_bytes())
+            .unwrap();
+        meta.insert(NEXT_ID, &100u64.to_be_bytes()).unwrap();
+        if layout > 1 {
+            meta.insert(LAYOUT, &layout.to_be_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
 
     #[test]
-    fn a_store_of_the_first_layout_is_migrated_on_open() {
+    fn stores_of_older_layouts_are_moved_to_the_packed_trees_on_open() {
+        for layout in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s");
+            // Ids over several blocks, with gaps, for three users.
+            let records: Vec<TokenRecord> = (1..=60)
+                .filter(|id| id % 7 != 0)
+                .map(|id| record(id, ["U1", "U2", "U3"][(id % 3) as usize]))
+                .collect();
+            write_old_store(&path, layout, &records);
+            for _ in 0..2 {
+                let backend = SledBackend::reopen(&path).unwrap();
+                assert_eq!(backend.count().unwrap(), records.len() as u64);
+                assert_eq!(backend.next_id().unwrap(), 100);
+                for r in &records {
+                    let entry = backend.lookup(&r.hash).unwrap().expect("found");
+                    assert_eq!((entry.id, &entry.user_key), (r.id, &r.user_key));
+                    assert_eq!(backend.get(r.id).unwrap().as_ref(), Some(r));
+                }
+                for user in ["U1", "U2", "U3"] {
+                    let want: Vec<&TokenRecord> =
+                        records.iter().filter(|r| r.user_key == user).collect();
+                    let got = backend.list_user(user).unwrap();
+                    assert_eq!(got.iter().collect::<Vec<_>>(), want, "layout {layout}");
+                }
+                let expiring = Filter {
+                    not_valid_after: Some(1_030),
+                    ..Filter::default()
+                };
+                let page = backend.filter(&expiring, 0, 100).unwrap();
+                let want = records
+                    .iter()
+                    .filter(|r| r.valid_until != 0 && r.valid_until <= 1_030)
+                    .count();
+                assert_eq!(page.total, want as u64);
+                let names = backend.db.tree_names();
+                for old in OLD_TREES {
+                    assert!(!names.iter().any(|n| n == old.as_bytes()), "{old} dropped");
+                }
+                assert_eq!(u64_of(backend.meta.get(LAYOUT).unwrap()), CURRENT_LAYOUT);
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_of_a_newer_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        let hash = TokenHash::of("seed");
+        drop(SledBackend::open(&path).unwrap());
         {
-            let backend = SledBackend::open(&path).unwrap();
-            let new = NewToken {
-                hash,
-                description: "old".into(),
-                user_key: "U1".into(),
-                user_name: "u1".into(),
-                created_by: "U1".into(),
-                created: 1,
-                valid_until: 0,
-                scope: Scope::ReadWrite,
-            };
-            let r = backend.insert(new, 0).map_err(|_| "insert").unwrap();
-            // What layout 1 kept: the whole entry under the hash in
-            // `hashes`, no `hash_ids`, no marker.
-            let old = postcard::to_allocvec(&r.auth_entry()).unwrap();
-            backend
-                .db
-                .open_tree("hashes")
-                .unwrap()
-                .insert(hash.0, old)
+            let db = sled::open(&path).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            meta.insert(LAYOUT, &(CURRENT_LAYOUT + 1).to_be_bytes())
                 .unwrap();
-            backend.hashes.clear().unwrap();
-            backend.meta.remove(LAYOUT).unwrap();
-            backend.db.flush().unwrap();
+            db.flush().unwrap();
         }
-        let backend = SledBackend::open(&path).unwrap();
-        let entry = backend
-            .lookup(&hash)
+        assert!(matches!(
+            SledBackend::open(&path),
+            Err(StoreError::Corrupt(m)) if m.contains("newer")
+        ));
+    }
+
+    #[test]
+    fn unfiltered_pages_skip_whole_blocks_and_stay_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+        let records: Vec<TokenRecord> = (1..=200).map(|id| record(id, "U1")).collect();
+        backend.restore(&records).unwrap();
+        for id in (5..200).step_by(9) {
+            backend.delete(id).unwrap().expect("deleted");
+        }
+        let left: Vec<u64> = (1..=200)
+            .filter(|id| id < &5 || (id - 5) % 9 != 0)
+            .collect();
+        for (offset, limit) in [
+            (0, 50),
+            (3, 17),
+            (15, 1),
+            (16, 40),
+            (150, 50),
+            (178, 5),
+            (500, 5),
+        ] {
+            let page = backend.filter(&Filter::default(), offset, limit).unwrap();
+            let got: Vec<u64> = page.items.iter().map(|r| r.id).collect();
+            let want: Vec<u64> = left
+                .iter()
+                .copied()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .collect();
+            assert_eq!(got, want, "offset {offset} limit {limit}");
+            assert_eq!(page.total, left.len() as u64);
+        }
+    }
+
+    #[test]
+    fn description_and_scope_filters_follow_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+        let mut records: Vec<TokenRecord> = (1..=40).map(|id| record(id, "U1")).collect();
+        for r in records.iter_mut().filter(|r| r.id % 4 == 0) {
+            r.scope = Scope::ReadOnly;
+        }
+        backend.restore(&records).unwrap();
+        let ids = |description: &str, scope: Option<Scope>| -> (Vec<u64>, u64) {
+            let filter = Filter {
+                description: Some(description.to_lowercase()),
+                scope,
+                ..Filter::default()
+            };
+            let page = backend.filter(&filter, 1, 3).unwrap();
+            (page.items.iter().map(|r| r.id).collect(), page.total)
+        };
+        // "token 1", "token 10".."token 19": the second match onwards.
+        assert_eq!(ids("token 1", None), (vec![10, 11, 12], 11));
+        assert_eq!(ids("TOKEN 1", Some(Scope::ReadOnly)), (vec![16], 2));
+        backend
+            .update_description(11, "Deploy Bot")
             .unwrap()
-            .expect("found after migration");
-        assert_eq!((entry.id, entry.user_key.as_str()), (1, "U1"));
-        assert_eq!(u64_of(backend.meta.get(LAYOUT).unwrap()), CURRENT_LAYOUT);
-        assert!(
-            backend.db.open_tree("hashes").unwrap().is_empty(),
-            "an older binary started on this store finds no token to misread"
+            .expect("updated");
+        assert_eq!(ids("token 1", None), (vec![10, 12, 13], 10));
+        assert_eq!(ids("deploy", None), (vec![], 1));
+        backend.delete(10).unwrap().expect("deleted");
+        assert_eq!(ids("token 1", None), (vec![12, 13, 14], 9));
+        assert_eq!(
+            backend.get(11).unwrap().map(|r| r.description),
+            Some("Deploy Bot".to_string())
         );
+    }
+
+    #[test]
+    fn damaged_values_are_errors_not_panics() {
+        let good = block::put(&[], 1, &encode_record(&record(1, "U1")).unwrap()).unwrap();
+        for cut in 0..good.len() {
+            let bytes = &good[..cut];
+            assert!(cut == 0 || block::find(bytes, 1).is_err(), "cut at {cut}");
+            assert!(cut == 0 || block::put(bytes, 2, b"x").is_err());
+            assert!(cut == 0 || block::remove(bytes, 1).is_err());
+        }
+        let mut wrong_length = good.clone();
+        wrong_length[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(block::find(&wrong_length, 1).is_err());
+        let mut not_a_record = good.clone();
+        not_a_record.truncate(14);
+        not_a_record[8..12].copy_from_slice(&2u32.to_be_bytes());
+        assert!(matches!(
+            record_in(&not_a_record, 1),
+            Err(StoreError::Corrupt(_))
+        ));
+        // Odd lengths of a sorted array: no panic, no out-of-range entry.
+        for len in 0..50 {
+            let bytes = vec![7u8; len];
+            let _ = sorted::find(&bytes, HASH_ENTRY, &[7u8; 32]);
+            let _ = sorted::remove(&bytes, 8, &[7u8; 8]);
+            let _ = sorted::insert(&bytes, 8, 8, &[1u8; 8]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_block_behaves_like_a_map(ops in proptest::collection::vec((0u64..16, any::<bool>()), 0..60)) {
+            let mut model = BTreeMap::new();
+            let mut bytes = Vec::new();
+            for (id, put) in ops {
+                if put {
+                    let payload = vec![id as u8; model.len()];
+                    bytes = block::put(&bytes, id, &payload).unwrap();
+                    model.insert(id, payload);
+                } else {
+                    let removed = block::remove(&bytes, id).unwrap();
+                    prop_assert_eq!(removed.as_ref().map(|(p, _)| p.to_vec()), model.get(&id).cloned());
+                    if let Some((_, rest)) = removed {
+                        bytes = rest;
+                    }
+                    model.remove(&id);
+                }
+                let ids: Vec<u64> = block::entries(&bytes).map(|e| e.unwrap().0).collect();
+                prop_assert_eq!(ids, model.keys().copied().collect::<Vec<_>>());
+                for id in 0..16 {
+                    let got = block::find(&bytes, id).unwrap();
+                    prop_assert_eq!(got, model.get(&id).map(Vec::as_slice));
+                }
+            }
+        }
+
+        #[test]
+        fn a_sorted_array_behaves_like_a_set(ops in proptest::collection::vec((0u64..40, any::<bool>()), 0..80)) {
+            let mut model = BTreeSet::new();
+            let mut bytes = Vec::new();
+            for (id, add) in ops {
+                let key = id.to_be_bytes();
+                if add {
+                    let next = sorted::insert(&bytes, 8, 8, &key);
+                    prop_assert_eq!(next.is_some(), model.insert(id));
+                    if let Some(next) = next {
+                        bytes = next;
+                    }
+                } else {
+                    let next = sorted::remove(&bytes, 8, &key);
+                    prop_assert_eq!(next.is_some(), model.remove(&id));
+                    if let Some(next) = next {
+                        bytes = next;
+                    }
+                }
+                prop_assert_eq!(owner_ids(&bytes).collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
+                prop_assert_eq!(sorted::find(&bytes, 8, &key).is_some(), model.contains(&id));
+            }
+        }
     }
 }

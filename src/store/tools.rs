@@ -215,7 +215,7 @@ pub fn import(path: &Path, input: &mut dyn BufRead) -> Result<(u64, u64), ToolEr
     // Opening replays sled's log since its last snapshot and writes a new
     // one: done here once, the gateway's first start after a bulk import is
     // as quick as any other.
-    drop(SledBackend::open(path)?);
+    drop(SledBackend::reopen(path)?);
     Ok((added, records.len() as u64 - added))
 }
 
