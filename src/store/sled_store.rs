@@ -38,6 +38,8 @@ const LAYOUT: &[u8] = b"layout";
 const CURRENT_LAYOUT: u64 = 3;
 /// Trees of layouts 1 and 2, dropped after migration.
 const OLD_TREES: [&str; 5] = ["tokens", "hashes", "hash_ids", "by_user", "counts"];
+/// Records moved per transaction by a migration.
+const MIGRATION_CHUNK: usize = 1_000;
 
 pub struct SledBackend {
     db: sled::Db,
@@ -136,15 +138,18 @@ mod block {
         Ok(())
     }
 
-    /// The payload of `id`, if the block holds it.
+    /// The payload of `id`, if the block holds it. The whole block is
+    /// checked, so that a damaged block fails for every id in it alike
+    /// (reads as well as the writes, which rebuild the block).
     pub fn find(bytes: &[u8], id: u64) -> Result<Option<&[u8]>, String> {
+        let mut found = None;
         for entry in entries(bytes) {
             let (at, payload) = entry?;
             if at == id {
-                return Ok(Some(payload));
+                found = Some(payload);
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// The block with `payload` put in its place (replacing one of its id).
@@ -208,6 +213,18 @@ fn search_entry(r: &TokenRecord) -> Vec<u8> {
     let mut e = vec![r.scope.code()];
     e.extend_from_slice(r.description.to_lowercase().as_bytes());
     e
+}
+
+/// The `search` block for a `records` block: derived whole on every
+/// write, so that it cannot drift from the records (and a damaged one is
+/// replaced rather than blocking writes).
+fn search_block(records: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for entry in block::entries(records) {
+        let (id, payload) = entry?;
+        out = block::put(&out, id, &search_entry(&decode_record(payload)?))?;
+    }
+    Ok(out)
 }
 
 fn search_matches(filter: &Filter, entry: &[u8]) -> bool {
@@ -326,6 +343,27 @@ fn store_error(e: TransactionError<Abort>) -> StoreError {
     }
 }
 
+/// Stores `value` under `key`, or removes the key when `value` is empty.
+fn put_or_remove(tree: &TransactionalTree, key: &[u8], value: Vec<u8>) -> TxResult<()> {
+    if value.is_empty() {
+        tree.remove(key)?;
+    } else {
+        tree.insert(key, value)?;
+    }
+    Ok(())
+}
+
+/// Stores a `records` block and the `search` block derived from it.
+fn write_block(
+    records: &TransactionalTree,
+    search: &TransactionalTree,
+    key: &[u8],
+    block: Vec<u8>,
+) -> TxResult<()> {
+    put_or_remove(search, key, search_block(&block).map_err(tx_corrupt)?)?;
+    put_or_remove(records, key, block)
+}
+
 fn add(tree: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<u64> {
     let current = u64_of(tree.get(key)?);
     let next = current.saturating_add_signed(delta);
@@ -396,12 +434,17 @@ impl SledBackend {
         Ok(backend)
     }
 
-    /// Brings a store written by an older version to [`CURRENT_LAYOUT`]:
-    /// the records of the old `tokens` tree are restored into the packed
-    /// trees, then the old trees are dropped. Idempotent: an interrupted
-    /// migration is redone on the next open. Also picks up tokens that a
-    /// binary of layout 1 (which does not check the layout) added after a
-    /// rollback. Returns whether records were moved.
+    /// Brings a store written by an older version to [`CURRENT_LAYOUT`] by
+    /// moving the records of the old `tokens` tree into the packed trees,
+    /// then dropping the old trees. Also picks up tokens that a binary of
+    /// layout 1 (which does not check the layout) added after a rollback.
+    /// Returns whether anything was moved.
+    ///
+    /// The layout is marked first, so a binary of layout 2 refuses a store
+    /// that is half moved; each record leaves the old trees in the
+    /// transaction that adds it to the new ones, so an interrupted move
+    /// resumes where it stopped and a token is never in both layouts (one
+    /// deleted by an older binary in between cannot come back).
     fn migrate(&self) -> Result<bool, StoreError> {
         let layout = u64_of(self.meta.get(LAYOUT).map_err(unavailable)?);
         if layout > CURRENT_LAYOUT {
@@ -409,33 +452,31 @@ impl SledBackend {
                 "store layout {layout} is newer than this version understands ({CURRENT_LAYOUT})"
             )));
         }
+        if layout != CURRENT_LAYOUT {
+            self.set_layout()?;
+        }
         let names = self.db.tree_names();
-        let has_old = OLD_TREES
+        if !OLD_TREES
             .iter()
-            .any(|t| names.iter().any(|n| n == t.as_bytes()));
-        if !has_old {
-            if layout != CURRENT_LAYOUT {
-                self.set_layout()?;
-            }
+            .any(|t| names.iter().any(|n| n == t.as_bytes()))
+        {
             return Ok(false);
         }
-        let old = self.db.open_tree("tokens").map_err(unavailable)?;
-        if !old.is_empty() {
-            tracing::info!(
-                tokens = old.len(),
-                "moving the store to layout {CURRENT_LAYOUT}; this runs once"
+        let (mut moved, mut skipped) = (0u64, 0u64);
+        while let Some((added, taken)) = self.move_old_records(MIGRATION_CHUNK)? {
+            if moved + skipped == 0 {
+                tracing::info!("moving the store to layout {CURRENT_LAYOUT}; this runs once");
+            }
+            moved += added;
+            skipped += taken - added;
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "old records whose id or hash the store already holds were not moved"
             );
         }
-        let mut chunk = Vec::with_capacity(1_000);
-        for value in old.iter().values() {
-            chunk.push(decode::<TokenRecord>(&value.map_err(unavailable)?)?);
-            if chunk.len() == chunk.capacity() {
-                self.restore(&chunk)?;
-                chunk.clear();
-            }
-        }
-        self.restore(&chunk)?;
-        // `restore` counted records the old count already held.
+        // Every moved record was counted again on top of the old count.
         let mut count = 0u64;
         for value in self.records.iter().values() {
             for entry in block::entries(&value.map_err(unavailable)?) {
@@ -446,12 +487,47 @@ impl SledBackend {
         self.meta
             .insert(COUNT, &count.to_be_bytes())
             .map_err(unavailable)?;
-        self.set_layout()?;
         for name in OLD_TREES {
             self.db.drop_tree(name).map_err(unavailable)?;
         }
         self.db.flush().map_err(unavailable)?;
-        Ok(true)
+        if moved > 0 {
+            tracing::info!(moved, "store moved to layout {CURRENT_LAYOUT}");
+        }
+        Ok(moved > 0)
+    }
+
+    /// Moves up to `limit` records from the old `tokens` tree, taking their
+    /// entries out of the old hash indexes in the same transaction. Returns
+    /// how many were added and how many were taken, `None` when none are left.
+    fn move_old_records(&self, limit: usize) -> Result<Option<(u64, u64)>, StoreError> {
+        let open = |name: &str| self.db.open_tree(name).map_err(unavailable);
+        let (old, old_entries, old_ids) = (open("tokens")?, open("hashes")?, open("hash_ids")?);
+        let mut chunk = Vec::with_capacity(limit);
+        for kv in old.iter().take(limit) {
+            let (key, value) = kv.map_err(unavailable)?;
+            chunk.push((key, decode::<TokenRecord>(&value)?));
+        }
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        let (t, s, h, o, e, m) = self.trees();
+        let added = (t, s, h, o, e, m, &old, &old_entries, &old_ids)
+            .transaction(|trees| {
+                let mut added = 0;
+                for (key, record) in &chunk {
+                    let tx = (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5);
+                    if Self::put_in(tx, record)? {
+                        added += 1;
+                    }
+                    trees.6.remove(key)?;
+                    trees.7.remove(&record.hash.0)?;
+                    trees.8.remove(&record.hash.0)?;
+                }
+                Ok(added)
+            })
+            .map_err(store_error)?;
+        Ok(Some((added, chunk.len() as u64)))
     }
 
     fn set_layout(&self) -> Result<(), StoreError> {
@@ -501,39 +577,15 @@ impl SledBackend {
             return Ok(None);
         };
         let r = decode_record(payload).map_err(tx_corrupt)?;
-        for (tree, rest) in [(t, Some(rest)), (s, None)] {
-            let rest = match rest {
-                Some(rest) => rest,
-                None => {
-                    let bytes = tree.get(key)?.unwrap_or_default();
-                    match block::remove(&bytes, id).map_err(tx_corrupt)? {
-                        Some((_, rest)) => rest,
-                        None => continue,
-                    }
-                }
-            };
-            if rest.is_empty() {
-                tree.remove(&key)?;
-            } else {
-                tree.insert(&key, rest)?;
-            }
-        }
+        write_block(t, s, &key, rest)?;
         let bucket = bucket_key(&r.hash);
         let entries = h.get(bucket)?.unwrap_or_default();
         if let Some(rest) = sorted::remove(&entries, HASH_ENTRY, &r.hash.0) {
-            if rest.is_empty() {
-                h.remove(&bucket)?;
-            } else {
-                h.insert(&bucket, rest)?;
-            }
+            put_or_remove(h, &bucket, rest)?;
         }
         let ids = o.get(r.user_key.as_bytes())?.unwrap_or_default();
         if let Some(rest) = sorted::remove(&ids, 8, &id.to_be_bytes()) {
-            if rest.is_empty() {
-                o.remove(r.user_key.as_bytes())?;
-            } else {
-                o.insert(r.user_key.as_bytes(), rest)?;
-            }
+            put_or_remove(o, r.user_key.as_bytes(), rest)?;
         }
         if r.valid_until != 0 {
             e.remove(&expiry_key(r.valid_until, id))?;
@@ -555,13 +607,8 @@ impl SledBackend {
             return Ok(false);
         };
         let record = encode_record(r).map_err(tx_corrupt)?;
-        t.insert(
-            &key,
-            block::put(&records, r.id, &record).map_err(tx_corrupt)?,
-        )?;
-        let search = s.get(key)?.unwrap_or_default();
-        let search = block::put(&search, r.id, &search_entry(r)).map_err(tx_corrupt)?;
-        s.insert(&key, search)?;
+        let records = block::put(&records, r.id, &record).map_err(tx_corrupt)?;
+        write_block(t, s, &key, records)?;
         h.insert(&bucket, with_hash)?;
         let ids = o.get(r.user_key.as_bytes())?.unwrap_or_default();
         if let Some(with_id) = sorted::insert(&ids, 8, 8, &r.id.to_be_bytes()) {
@@ -573,7 +620,7 @@ impl SledBackend {
         add(m, COUNT, 1)?;
         let next = u64_of(m.get(NEXT_ID)?).max(1);
         if r.id >= next {
-            m.insert(NEXT_ID, &(r.id + 1).to_be_bytes())?;
+            m.insert(NEXT_ID, &r.id.saturating_add(1).to_be_bytes())?;
         }
         Ok(true)
     }
@@ -589,37 +636,40 @@ impl SledBackend {
         )
     }
 
-    /// Raises `lastAccessed` of one record (not in `search`); a deleted id
-    /// is skipped.
-    fn raise_last_access(&self, id: u64, at: u64) -> Result<(), StoreError> {
-        let mut bad = None;
-        self.records
-            .fetch_and_update(block::key(id), |old| {
-                // Called again if another writer changed the block meanwhile.
-                bad = None;
-                let old = old?;
-                let raised =
-                    match block::find(old, id).and_then(|p| p.map(decode_record).transpose()) {
-                        Ok(Some(mut r)) if r.last_accessed < at => {
-                            r.last_accessed = at;
-                            encode_record(&r)
-                                .and_then(|p| block::put(old, id, &p))
-                                .map_err(|e| bad = Some(e))
-                                .ok()
-                        }
-                        Ok(_) => None,
-                        Err(e) => {
-                            bad = Some(e);
-                            None
-                        }
-                    };
-                Some(raised.unwrap_or_else(|| old.to_vec()))
-            })
-            .map_err(unavailable)?;
-        match bad {
-            Some(e) => Err(StoreError::Corrupt(e)),
-            None => Ok(()),
+    /// Raises `lastAccessed` of records of one block (`raises` holds ids of
+    /// that block with times); deleted ids are skipped, and the block is
+    /// written only if a time was raised. `lastAccessed` is not in `search`.
+    fn raise_last_access(&self, key: [u8; 8], raises: &[(u64, u64)]) -> Result<(), StoreError> {
+        // A transaction or another raise may change the block between the
+        // read and the swap; then it is read again.
+        for _ in 0..64 {
+            let Some(old) = self.records.get(key).map_err(unavailable)? else {
+                return Ok(());
+            };
+            let mut block = old.to_vec();
+            let mut raised = false;
+            for &(id, at) in raises {
+                if let Some(mut r) = record_in(&block, id)?
+                    && r.last_accessed < at
+                {
+                    r.last_accessed = at;
+                    let record = encode_record(&r).map_err(StoreError::Corrupt)?;
+                    block = block::put(&block, id, &record).map_err(StoreError::Corrupt)?;
+                    raised = true;
+                }
+            }
+            if !raised {
+                return Ok(());
+            }
+            match self.records.compare_and_swap(key, Some(old), Some(block)) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
         }
+        Err(StoreError::Unavailable(
+            "lastAccessed not recorded: the block kept changing".into(),
+        ))
     }
 
     /// Every record by id ascending, `skip` of them passed over without
@@ -654,7 +704,13 @@ impl Backend for SledBackend {
         let Some(id) = id_in_bucket(&bucket, hash) else {
             return Ok(None);
         };
-        Ok(self.get(id)?.map(|r| r.auth_entry()))
+        match self.get(id)? {
+            Some(r) if r.hash == *hash => Ok(Some(r.auth_entry())),
+            Some(_) => Err(StoreError::Corrupt(format!(
+                "the hash index points at token {id}, which has another hash"
+            ))),
+            None => Ok(None),
+        }
     }
 
     fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
@@ -821,10 +877,12 @@ impl Backend for SledBackend {
                 let mut r = decode_record(payload).map_err(tx_corrupt)?;
                 r.description = description.to_string();
                 let record = encode_record(&r).map_err(tx_corrupt)?;
-                t.insert(&key, block::put(&bytes, id, &record).map_err(tx_corrupt)?)?;
-                let search = s.get(key)?.unwrap_or_default();
-                let search = block::put(&search, id, &search_entry(&r)).map_err(tx_corrupt)?;
-                s.insert(&key, search)?;
+                write_block(
+                    t,
+                    s,
+                    &key,
+                    block::put(&bytes, id, &record).map_err(tx_corrupt)?,
+                )?;
                 Ok(Some(r))
             })
             .map_err(store_error)
@@ -842,18 +900,44 @@ impl Backend for SledBackend {
     }
 
     fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
+        // Several ids per transaction: the user's id list is rewritten once
+        // per transaction rather than once per token.
         let mut n = 0;
-        for id in self.user_ids(user_key)? {
-            if self.delete(id)?.is_some() {
-                n += 1;
-            }
+        for ids in self.user_ids(user_key)?.chunks(256) {
+            n += self
+                .trees()
+                .transaction(|trees| {
+                    let mut n = 0;
+                    for &id in ids {
+                        let tx = (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5);
+                        if Self::remove_in(tx, id)?.is_some() {
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                })
+                .map_err(store_error)?;
         }
         Ok(n)
     }
 
     fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError> {
-        for &(id, at) in batch {
-            self.raise_last_access(id, at)?;
+        let mut batch = batch.to_vec();
+        batch.sort_unstable();
+        for group in batch.chunk_by(|a, b| a.0 >> block::BITS == b.0 >> block::BITS) {
+            let key = block::key(group[0].0);
+            match self.raise_last_access(key, group) {
+                // An unreadable block fails its tokens' look-ups (closed);
+                // the times of the other blocks are still recorded.
+                Err(StoreError::Corrupt(reason)) => {
+                    tracing::warn!(
+                        first_id = group[0].0,
+                        %reason,
+                        "lastAccessed not recorded for an unreadable block"
+                    );
+                }
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -1003,32 +1087,148 @@ mod tests {
     fn a_store_of_a_newer_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s");
-        drop(SledBackend::open(&path).unwrap());
         {
-            let db = sled::open(&path).unwrap();
-            let meta = db.open_tree("meta").unwrap();
-            meta.insert(LAYOUT, &(CURRENT_LAYOUT + 1).to_be_bytes())
+            let backend = SledBackend::open(&path).unwrap();
+            backend
+                .meta
+                .insert(LAYOUT, &(CURRENT_LAYOUT + 1).to_be_bytes())
                 .unwrap();
-            db.flush().unwrap();
+            backend.flush().unwrap();
         }
         assert!(matches!(
-            SledBackend::open(&path),
+            SledBackend::reopen(&path),
             Err(StoreError::Corrupt(m)) if m.contains("newer")
         ));
     }
 
     #[test]
-    fn unfiltered_pages_skip_whole_blocks_and_stay_in_id_order() {
+    fn an_interrupted_move_resumes_and_never_brings_back_what_an_older_binary_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let records: Vec<TokenRecord> = (1..=30).map(|id| record(id, "U1")).collect();
+        write_old_store(&path, 1, &records);
+        {
+            // The first start stops after moving ten records.
+            let backend = SledBackend::open_trees(&path).unwrap();
+            backend.set_layout().unwrap();
+            assert_eq!(backend.move_old_records(10).unwrap(), Some((10, 10)));
+            let old = backend.db.open_tree("tokens").unwrap();
+            let old_entries = backend.db.open_tree("hashes").unwrap();
+            assert_eq!(old.len(), 20, "moved records left the old tree");
+            assert!(old_entries.get(records[0].hash.0).unwrap().is_none());
+            // A binary of layout 1 (which ignores the layout) now deletes
+            // token 15 and creates token 31, in its own trees.
+            old.remove(15u64.to_be_bytes()).unwrap();
+            old_entries.remove(records[14].hash.0).unwrap();
+            let new = record(31, "U2");
+            old.insert(31u64.to_be_bytes(), postcard::to_allocvec(&new).unwrap())
+                .unwrap();
+            backend.flush().unwrap();
+        }
+        let backend = SledBackend::reopen(&path).unwrap();
+        let ids: Vec<u64> = backend
+            .filter(&Filter::default(), 0, 100)
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let want: Vec<u64> = (1..=31).filter(|&id| id != 15).collect();
+        assert_eq!(ids, want);
+        assert_eq!(backend.count().unwrap(), 30);
+        assert!(backend.lookup(&records[14].hash).unwrap().is_none());
+        assert_eq!(backend.list_user("U2").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn hashes_sharing_a_bucket_are_found_and_removed_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+        // Ten hashes with the same first two bytes, inserted out of order.
+        let mut records: Vec<TokenRecord> = (1..=10)
+            .map(|id| {
+                let mut r = record(id, "U1");
+                r.hash.0[..2].copy_from_slice(&[0xAB, 0xCD]);
+                r.hash.0[31] = (37 * id % 256) as u8;
+                r
+            })
+            .collect();
+        records.reverse();
+        for r in &records {
+            assert_eq!(backend.restore(std::slice::from_ref(r)).unwrap(), 1);
+        }
+        let bucket = backend.hashes.get([0xAB, 0xCD]).unwrap().unwrap();
+        assert_eq!(bucket.len(), 10 * HASH_ENTRY, "one bucket holds them all");
+        for r in &records {
+            assert_eq!(backend.lookup(&r.hash).unwrap().map(|e| e.id), Some(r.id));
+        }
+        let mut unknown = records[0].hash;
+        unknown.0[30] ^= 1;
+        assert!(backend.lookup(&unknown).unwrap().is_none());
+        for (i, r) in records.iter().enumerate() {
+            backend.delete(r.id).unwrap().expect("deleted");
+            assert!(backend.lookup(&r.hash).unwrap().is_none());
+            for other in &records[i + 1..] {
+                assert_eq!(
+                    backend.lookup(&other.hash).unwrap().map(|e| e.id),
+                    Some(other.id)
+                );
+            }
+        }
+        assert!(
+            backend.hashes.get([0xAB, 0xCD]).unwrap().is_none(),
+            "empty bucket removed"
+        );
+        assert!(backend.records.is_empty() && backend.search.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_block_fails_closed_for_its_tokens_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+        let records: Vec<TokenRecord> = (1..=40).map(|id| record(id, "U1")).collect();
+        backend.restore(&records).unwrap();
+        // Ids 16..=31 share block 1; cut its last entry short.
+        let key = block::key(16);
+        let mut damaged = backend.records.get(key).unwrap().unwrap().to_vec();
+        damaged.truncate(damaged.len() - 3);
+        backend.records.insert(key, damaged).unwrap();
+        for r in &records {
+            let looked_up = backend.lookup(&r.hash);
+            if (16..=31).contains(&r.id) {
+                assert!(
+                    matches!(looked_up, Err(StoreError::Corrupt(_))),
+                    "id {}",
+                    r.id
+                );
+                assert!(backend.delete(r.id).is_err());
+            } else {
+                assert_eq!(looked_up.unwrap().map(|e| e.id), Some(r.id));
+            }
+        }
+        // Times for the readable blocks are still recorded.
+        backend
+            .record_access(&[(3, 77), (20, 77), (35, 77)])
+            .unwrap();
+        assert_eq!(backend.get(3).unwrap().unwrap().last_accessed, 77);
+        assert_eq!(backend.get(35).unwrap().unwrap().last_accessed, 77);
+    }
+
+    #[test]
+    fn unfiltered_pages_at_any_offset_stay_in_id_order() {
         let dir = tempfile::tempdir().unwrap();
         let backend = SledBackend::open(&dir.path().join("s")).unwrap();
         let records: Vec<TokenRecord> = (1..=200).map(|id| record(id, "U1")).collect();
         backend.restore(&records).unwrap();
-        for id in (5..200).step_by(9) {
+        let gone = |id: u64| (id >= 5 && (id - 5) % 9 == 0) || (48..=63).contains(&id);
+        for id in (1..=200).filter(|&id| gone(id)) {
             backend.delete(id).unwrap().expect("deleted");
         }
-        let left: Vec<u64> = (1..=200)
-            .filter(|id| id < &5 || (id - 5) % 9 != 0)
-            .collect();
+        assert!(
+            backend.records.get(block::key(48)).unwrap().is_none(),
+            "a block whose records are all deleted is removed"
+        );
+        let left: Vec<u64> = (1..=200).filter(|&id| !gone(id)).collect();
         for (offset, limit) in [
             (0, 50),
             (3, 17),

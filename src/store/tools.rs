@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::{Backend, Scope, SledBackend, StoreError, TokenRecord};
 use crate::token::TokenHash;
 
+/// The highest id an import accepts: 2^53, exact in every JSON reader.
+const MAX_ID: u64 = 1 << 53;
+
 /// One exported token, in the API's field names plus the hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -54,8 +57,10 @@ impl Exported {
         let hash = TokenHash::from_hex(&self.sha256).ok_or("sha256 must be 64 hex digits")?;
         let scope =
             Scope::from_code(i64::from(self.token_scope)).ok_or("tokenScope must be 1 or 2")?;
-        if self.id == 0 {
-            return Err("id must be at least 1".into());
+        // Above 2^53 a JSON client reading ids as doubles (JavaScript) would
+        // confuse them; the store counts up from the highest id.
+        if self.id == 0 || self.id > MAX_ID {
+            return Err(format!("id must be between 1 and {MAX_ID}"));
         }
         if self.token_for_user_key.is_empty() || self.token_for_user_name.is_empty() {
             return Err("tokenForUserKey and tokenForUserName must not be empty".into());
