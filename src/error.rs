@@ -6,15 +6,15 @@
 
 use std::collections::BTreeMap;
 
+use crate::proxy::UpstreamBody;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use serde::Serialize;
 
 /// What tokengate answers with: a streamed upstream body or one of its own.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// Who caused an error; decides the status class and the log level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

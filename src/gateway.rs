@@ -29,7 +29,7 @@ use crate::error::{ErrorReply, RespBody};
 use crate::metrics::{Decision, Metrics, Route};
 use crate::net::TrustedProxies;
 use crate::proxy::{Origin, ProxyError, Tunnels, Upstream};
-use crate::server::{ConnInfo, Handler};
+use crate::server::{BodyGap, ConnInfo, Handler};
 use crate::store::{AuthEntry, Scope, StoreCell};
 use crate::token::TokenFormat;
 
@@ -187,6 +187,7 @@ impl Gateway {
             self.metrics.decision(Decision::Throttled);
             (Route::Proxy, throttled(retry).into_response())
         } else if api::is_api_path(req.uri().path()) {
+            req.extensions_mut().insert(BodyGap(conn.body_gap));
             (Route::Api, api::handle(self, req, &ctx).await)
         } else {
             req.headers_mut()

@@ -58,6 +58,9 @@ pub struct ConnInfo {
     /// The peer's IP, ready for `X-Forwarded-For`.
     pub peer_ip_header: HeaderValue,
     pub tls: bool,
+    /// The longest pause allowed in a request body (`header_read_timeout_ms`),
+    /// for the handlers that read bodies (see [`BodyGap`]).
+    pub body_gap: Duration,
 }
 
 impl ConnInfo {
@@ -253,6 +256,7 @@ async fn connection<H: Handler>(
         peer_ip_header: HeaderValue::from_str(&peer_ip.to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         tls: tls.is_some(),
+        body_gap: limits.header_read_timeout,
     });
     match tls {
         None => {
@@ -307,9 +311,7 @@ async fn drive<H, I>(
     let peer = info.peer;
     let service = {
         let activity = activity.clone();
-        service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut()
-                .insert(BodyGap(limits.header_read_timeout));
+        service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
             let info = info.clone();
             let guard = InFlight::begin(activity.clone());
@@ -547,8 +549,9 @@ impl BodyStalled {
     }
 }
 
-/// The longest pause allowed in a request body, put in every request's
-/// extensions for the handlers that read bodies (`header_read_timeout_ms`).
+/// The longest pause allowed in a request body (`header_read_timeout_ms`), put
+/// in a request's extensions by a handler that reads its body
+/// ([`ConnInfo::body_gap`]); only those pay for the extension map.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyGap(pub Duration);
 

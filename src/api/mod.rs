@@ -39,7 +39,7 @@ pub fn is_api_path(path: &str) -> bool {
         || path
             .as_bytes()
             .windows(12)
-            .any(|w| w.eq_ignore_ascii_case(b"apitokenauth"));
+            .any(|w| w[0] | 0x20 == b'a' && w.eq_ignore_ascii_case(b"apitokenauth"));
     if !odd {
         return false;
     }

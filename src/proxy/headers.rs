@@ -21,18 +21,36 @@ use http::header::{self, HeaderName, HeaderValue};
 ///
 /// `Proxy-Authorization` and `Proxy-Authenticate` are meant for this hop
 /// only as well, and `Expect` has been answered by our own server already.
-static HOP_BY_HOP: [HeaderName; 10] = [
-    header::CONNECTION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    header::EXPECT,
-];
+///
+/// `name` is lower case, as `HeaderName` keeps it.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "proxy-connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "expect"
+    )
+}
+
+/// A `Connection` option (any case) that names a hop-by-hop header.
+fn is_hop_by_hop_option(option: &str) -> bool {
+    let mut lower = [0u8; 24];
+    match lower.get_mut(..option.len()) {
+        Some(buf) => {
+            buf.copy_from_slice(option.as_bytes());
+            buf.make_ascii_lowercase();
+            std::str::from_utf8(buf).is_ok_and(is_hop_by_hop)
+        }
+        None => false,
+    }
+}
 
 /// Headers removed from every forwarded request, whoever the peer is:
 /// - `Forwarded` (RFC 7239): tokengate states the client's origin in
@@ -83,24 +101,14 @@ static X_FORWARDED: [HeaderName; 3] = [
 /// (`Connection: upgrade` and an `Upgrade` header).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut wants_upgrade = false;
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|option| {
-                let option = option.trim();
-                if option.eq_ignore_ascii_case("upgrade") {
-                    wants_upgrade = true;
-                }
-                HeaderName::from_bytes(option.as_bytes()).ok()
-            })
-            .collect();
-        for name in named {
-            if name != header::UPGRADE {
-                headers.remove(&name);
-            }
+    // Does `Connection` name a header beyond the hop-by-hop ones (usually
+    // it says only `keep-alive`, `close` or `upgrade`)?
+    let mut names_others = false;
+    for option in connection_options(headers) {
+        if option.eq_ignore_ascii_case("upgrade") {
+            wants_upgrade = true;
+        } else if !is_hop_by_hop_option(option) {
+            names_others = true;
         }
     }
     let upgrade = if wants_upgrade {
@@ -108,8 +116,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     } else {
         None
     };
-    remove_where(headers, |name| HOP_BY_HOP.contains(name));
+    if names_others {
+        // Header names are lower case; an option matches one in any case.
+        let named = |name: &HeaderName| {
+            *name != header::UPGRADE
+                && connection_options(headers).any(|o| o.eq_ignore_ascii_case(name.as_str()))
+        };
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_hop_by_hop(k.as_str()) || named(k))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    } else {
+        remove_where(headers, |name| is_hop_by_hop(name.as_str()));
+    }
     upgrade
+}
+
+/// The options of the `Connection` header(s), trimmed; values that are not
+/// text are skipped.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 /// Removes the headers whose name `doomed` picks: one pass over the names
@@ -177,6 +212,14 @@ fn spelled_like(name: &HeaderName, list: &[HeaderName]) -> bool {
         .any(|n| same_normalized(name.as_str(), n.as_str()))
 }
 
+/// A quick first look for [`set_forwarded`]: every name of
+/// [`NEVER_FORWARDED`], [`UNTRUSTED_ORIGIN_HEADERS`] and [`X_FORWARDED`]
+/// starts with one of these letters (a test checks it), and `_` or `.` never
+/// stand for a first letter, so most header names are passed at once.
+fn may_be_origin_header(name: &HeaderName) -> bool {
+    matches!(name.as_str().as_bytes().first(), Some(b'x' | b'f' | b't'))
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host` (SPEC §5). From a trusted proxy the
 /// chain is extended and its proto/host kept; from anyone else they are
 /// replaced and other origin headers dropped. `Forwarded`, path and method
@@ -189,7 +232,9 @@ pub fn set_forwarded(
     client_host: Option<HeaderValue>,
 ) {
     if trusted_peer {
-        remove_where(headers, |name| spelled_like(name, &NEVER_FORWARDED));
+        remove_where(headers, |name| {
+            may_be_origin_header(name) && spelled_like(name, &NEVER_FORWARDED)
+        });
         let mut chain = Vec::new();
         for v in headers.get_all(&X_FORWARDED_FOR) {
             if !chain.is_empty() {
@@ -217,9 +262,10 @@ pub fn set_forwarded(
         // Any spelling (`X_Forwarded_For`, `x.original.url`): some servers
         // read `_` and `-` alike.
         remove_where(headers, |name| {
-            spelled_like(name, &NEVER_FORWARDED)
-                || spelled_like(name, &UNTRUSTED_ORIGIN_HEADERS)
-                || spelled_like(name, &X_FORWARDED)
+            may_be_origin_header(name)
+                && (spelled_like(name, &NEVER_FORWARDED)
+                    || spelled_like(name, &UNTRUSTED_ORIGIN_HEADERS)
+                    || spelled_like(name, &X_FORWARDED))
         });
         headers.insert(X_FORWARDED_FOR.clone(), peer_ip.clone());
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -243,6 +289,85 @@ mod tests {
             );
         }
         h
+    }
+
+    static HOP_BY_HOP: [HeaderName; 10] = [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("keep-alive"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::EXPECT,
+    ];
+
+    #[test]
+    fn the_hop_by_hop_match_is_the_list() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+            assert!(is_hop_by_hop_option(&name.as_str().to_ascii_uppercase()));
+        }
+        let listed = |n: &str| HOP_BY_HOP.iter().any(|h| h == n);
+        for name in [
+            "host",
+            "accept",
+            "connections",
+            "tee",
+            "x-upgrade",
+            "close",
+            "",
+        ] {
+            assert_eq!(is_hop_by_hop(name), listed(name), "{name}");
+            assert!(!is_hop_by_hop_option(name), "{name}");
+        }
+        assert!(!is_hop_by_hop_option("proxy-authorization-and-much-more"));
+    }
+
+    #[test]
+    fn origin_header_lists_start_with_the_letters_checked_first() {
+        for name in NEVER_FORWARDED
+            .iter()
+            .chain(&UNTRUSTED_ORIGIN_HEADERS)
+            .chain(&X_FORWARDED)
+        {
+            assert!(may_be_origin_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn connection_options_are_matched_in_any_case() {
+        let mut h = map(&[
+            ("connection", "Keep-Alive, X-Secret-Thing,, upgrade"),
+            ("x-secret-thing", "1"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(
+            strip_hop_by_hop(&mut h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+        // Options that name only hop-by-hop headers: a header named like
+        // another option is kept.
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("close", "x"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key("close"));
+        // `close` names a header too.
+        let mut h = map(&[("connection", "Close"), ("close", "x"), ("accept", "*/*")]);
+        assert_eq!(strip_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
     }
 
     #[test]

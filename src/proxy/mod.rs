@@ -2,6 +2,7 @@
 //! rewriting, timeouts, and HTTP Upgrade tunnels. Knows nothing of tokens.
 
 pub mod headers;
+mod pool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,9 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +24,8 @@ use crate::config::{Config, UpstreamUrl};
 use crate::error::{ErrorReply, RespBody};
 use crate::server::{BodyStalled, StallGuard};
 use headers::ProtectedNames;
+pub use pool::UpstreamBody;
+use pool::{Pool, SendError};
 
 /// Body of a request sent upstream: the client's, streamed (and cut off when
 /// it stalls), or one of ours.
@@ -121,7 +122,7 @@ pub struct Fetched {
 
 /// The upstream and a keep-alive pool of connections to it.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, ReqBody>,
+    pool: Pool,
     url: UpstreamUrl,
     host: HeaderValue,
     preserve_host: bool,
@@ -181,15 +182,18 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let target = Uri::builder()
+            .scheme(url.scheme.clone())
+            .authority(url.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("[upstream] url: {e}"))?;
+        // No more idle upstream connections than client connections served.
+        let pool = Pool::new(connector, target, config.server.max_connections);
         let host = HeaderValue::from_str(url.authority.as_str())
             .map_err(|e| format!("[upstream] url: {e}"))?;
         Ok(Arc::new(Upstream {
-            client,
+            pool,
             url,
             host,
             preserve_host: u.preserve_host,
@@ -198,23 +202,18 @@ impl Upstream {
         }))
     }
 
-    /// The upstream URI for a client's path and query, byte for byte: no
+    /// The upstream request target (origin-form: the connection goes to
+    /// the upstream) for a client's path and query, byte for byte: no
     /// normalisation, `%2F`, `..` and `;` are the upstream's to judge.
     fn uri_for(&self, pq: &PathAndQuery) -> Result<Uri, ProxyError> {
-        let pq = if self.url.path_prefix.is_empty() {
-            pq.clone()
-        } else {
-            let mut joined = String::with_capacity(self.url.path_prefix.len() + pq.as_str().len());
-            joined.push_str(&self.url.path_prefix);
-            joined.push_str(pq.as_str());
-            PathAndQuery::from_maybe_shared(Bytes::from(joined))
-                .map_err(|_| ProxyError::BadTarget("the request path is not valid"))?
-        };
-        Uri::builder()
-            .scheme(self.url.scheme.clone())
-            .authority(self.url.authority.clone())
-            .path_and_query(pq)
-            .build()
+        if self.url.path_prefix.is_empty() {
+            return Ok(Uri::from(pq.clone()));
+        }
+        let mut joined = String::with_capacity(self.url.path_prefix.len() + pq.as_str().len());
+        joined.push_str(&self.url.path_prefix);
+        joined.push_str(pq.as_str());
+        PathAndQuery::from_maybe_shared(Bytes::from(joined))
+            .map(Uri::from)
             .map_err(|_| ProxyError::BadTarget("the request path is not valid"))
     }
 
@@ -243,7 +242,13 @@ impl Upstream {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        *req.uri_mut() = self.uri_for(&pq)?;
+        // An origin-form target without a prefix to add stays as it is.
+        if !(self.url.path_prefix.is_empty()
+            && req.uri().scheme().is_none()
+            && req.uri().authority().is_none())
+        {
+            *req.uri_mut() = self.uri_for(&pq)?;
+        }
         let upgrade = headers::strip_hop_by_hop(req.headers_mut());
         // Upgrade exists in HTTP/1.1 only.
         let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
@@ -269,7 +274,7 @@ impl Upstream {
         Ok(upgrade)
     }
 
-    async fn send(&self, req: Request<ReqBody>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, ProxyError> {
         self.send_within(req, self.response_timeout).await
     }
 
@@ -278,8 +283,8 @@ impl Upstream {
         &self,
         req: Request<ReqBody>,
         limit: Duration,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(limit, self.client.request(req)).await {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        match tokio::time::timeout(limit, self.pool.send(req)).await {
             Err(_) => Err(ProxyError::Timeout(limit.as_millis())),
             Ok(answer) => self.classify(answer),
         }
@@ -288,18 +293,24 @@ impl Upstream {
     /// The upstream's answer, or whose fault it is that there is none.
     fn classify(
         &self,
-        answer: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match answer {
-            Err(e) if BodyStalled::is_cause_of(&e) => {
-                Err(ProxyError::ClientStalled(self.body_gap.as_millis()))
-            }
-            Err(e) if client_body_failed(&e) => Err(ProxyError::BadTarget(
-                "the request body is malformed or ended early",
-            )),
-            Err(e) if e.is_connect() => Err(ProxyError::Connect(describe(&e))),
-            Err(e) => Err(ProxyError::Broken(describe(&e))),
-            Ok(resp) => Ok(resp),
+        answer: Result<Response<UpstreamBody>, SendError>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        answer.map_err(|e| self.fault(&e))
+    }
+
+    fn fault(&self, e: &SendError) -> ProxyError {
+        let (e, connect): (&(dyn std::error::Error + 'static), bool) = match e {
+            SendError::Connect(e) => (&**e, true),
+            SendError::Request(e) => (e, false),
+        };
+        if BodyStalled::is_cause_of(e) {
+            ProxyError::ClientStalled(self.body_gap.as_millis())
+        } else if client_body_failed(e) {
+            ProxyError::BadTarget("the request body is malformed or ended early")
+        } else if connect {
+            ProxyError::Connect(describe(e))
+        } else {
+            ProxyError::Broken(describe(e))
         }
     }
 
@@ -313,11 +324,15 @@ impl Upstream {
     ) -> Result<Response<RespBody>, ProxyError> {
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let body = StallGuard::new(body, self.body_gap);
-        let progress = body.progress();
-        let request = self
-            .client
-            .request(Request::from_parts(parts, Either::Left(body)));
+        // A request without a body (most) needs no guard: nothing of it can stall or move.
+        let (body, progress) = if body.is_end_stream() {
+            (Either::Right(Full::new(Bytes::new())), None)
+        } else {
+            let body = StallGuard::new(body, self.body_gap);
+            let progress = body.progress();
+            (Either::Left(body), Some(progress))
+        };
+        let request = self.pool.send(Request::from_parts(parts, body));
         tokio::pin!(request);
         // `response_timeout_ms` runs from the body's last movement, as
         // nginx's proxy send and read timeouts do: an upload that keeps
@@ -328,8 +343,12 @@ impl Upstream {
         let mut deadline = tokio::time::Instant::now() + limit;
         let mut resp = loop {
             tokio::select! {
+                biased;
                 answer = &mut request => break self.classify(answer)?,
                 () = tokio::time::sleep_until(deadline) => {
+                    let Some(progress) = &progress else {
+                        return Err(ProxyError::Timeout(limit.as_millis()));
+                    };
                     let next = tokio::time::Instant::from_std(progress.last()) + limit;
                     if next <= tokio::time::Instant::now() {
                         return Err(ProxyError::Timeout(limit.as_millis()));
@@ -347,8 +366,12 @@ impl Upstream {
             let upstream_side = hyper::upgrade::on(&mut resp);
             let protocol = resp.headers().get(header::UPGRADE).cloned();
             let cancel = tunnels.cancel.clone();
+            // Holds the upstream connection until the upgrade takes it over.
+            let (mut parts, connection) = resp.into_parts();
             tunnels.tracker.spawn(async move {
-                let (Ok(client), Ok(upstream)) = tokio::join!(client_side, upstream_side) else {
+                let upgraded = tokio::join!(client_side, upstream_side);
+                drop(connection);
+                let (Ok(client), Ok(upstream)) = upgraded else {
                     tracing::debug!("upgrade did not complete");
                     return;
                 };
@@ -361,11 +384,14 @@ impl Upstream {
                     _ = cancel.cancelled() => {}
                 }
             });
-            headers::strip_hop_by_hop(resp.headers_mut());
+            headers::strip_hop_by_hop(&mut parts.headers);
             if let Some(protocol) = protocol {
-                headers::set_upgrade(resp.headers_mut(), protocol);
+                headers::set_upgrade(&mut parts.headers, protocol);
             }
-            return Ok(resp.map(|_| Either::Right(Full::new(Bytes::new()))));
+            return Ok(Response::from_parts(
+                parts,
+                Either::Right(Full::new(Bytes::new())),
+            ));
         }
         headers::strip_hop_by_hop(resp.headers_mut());
         if upgrade.is_some() {
