@@ -21,16 +21,10 @@ UP_PORT=${UP_PORT:-18380}
 NGINX_PORT=${NGINX_PORT:-18381}
 TG_PORT=${TG_PORT:-18382}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
-[ "${STRACE:-0}" = 1 ] && ! command -v strace >/dev/null 2>&1 && need+=(strace)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. benches/lib.sh
+tools=(nginx:nginx-light wrk:wrk valgrind:valgrind)
+[ "${STRACE:-0}" = 1 ] && tools+=(strace:strace)
+install_missing "${tools[@]}"
 
 if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet
@@ -45,26 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-body='{"id":"10001","key":"BENCH-1","fields":{"summary":"A benchmark issue of tokengate","status":{"name":"Open"},"priority":{"name":"Major"},"assignee":{"name":"bench","displayName":"Bench User"},"labels":["load","test"]}}'
-mkdir -p "$work/up" "$work/proxy"
-cat >"$work/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        default_type application/json;
-        location = /rest/api/2/myself { return 200 '{"key":"JIRAUSER90000","name":"bench","displayName":"Bench"}'; }
-        location = /rest/api/2/mypermissions { return 200 '{"permissions":{"SYSTEM_ADMIN":{"havePermission":false}}}'; }
-        location / { return 200 '$body'; }
-    }
-}
-EOF
+mkdir -p "$work/proxy"
+write_upstream_conf "$work/up" "$UP_PORT"
 # One process that serves (no master), so callgrind sees the worker.
 cat >"$work/proxy/nginx.conf" <<EOF
 worker_processes 1;
@@ -151,11 +127,7 @@ kill -0 "${pids[0]}" 2>/dev/null || { echo "the upstream nginx did not start (po
 # The token is created before the measured run, by a gateway of its own.
 "$BIN" serve --config "$work/proxy.toml" 2>"$work/tokengate.log" & tg=$!
 wait_for "$TG_PORT"
-token=$(curl -s -u bench:bench -H 'Content-Type: application/json' \
-    -d '{"tokenDescription":"cpu benchmark"}' \
-    "http://127.0.0.1:$TG_PORT/rest/de.resolution.apitokenauth/latest/user/token" |
-    sed -n 's/.*"plainTextToken":"\([^"]*\)".*/\1/p')
-[ -n "$token" ] || { echo "could not create a token" >&2; exit 1; }
+token=$(create_token "$TG_PORT" "cpu benchmark")
 if [ "${STRACE:-0}" = 1 ]; then
     strace_count() { # pid port header-or-empty
         local hdr=()

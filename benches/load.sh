@@ -23,14 +23,8 @@ NGINX_PORT=${NGINX_PORT:-18081}
 TG_PORT=${TG_PORT:-18082}
 WORKERS=${WORKERS:-0}   # tokengate's server.workers (0 = one per core)
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. benches/lib.sh
+install_missing nginx:nginx-light wrk:wrk
 
 # BIN=path/to/tokengate measures a binary built elsewhere.
 if [ -z "${BIN:-}" ]; then
@@ -46,27 +40,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-body='{"id":"10001","key":"BENCH-1","fields":{"summary":"A benchmark issue of tokengate","status":{"name":"Open"},"priority":{"name":"Major"},"assignee":{"name":"bench","displayName":"Bench User"},"labels":["load","test"]}}'
-
-mkdir -p "$work/up" "$work/proxy"
-cat >"$work/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP_PORT reuseport;
-        default_type application/json;
-        location = /rest/api/2/myself { return 200 '{"key":"JIRAUSER90000","name":"bench","displayName":"Bench"}'; }
-        location = /rest/api/2/mypermissions { return 200 '{"permissions":{"SYSTEM_ADMIN":{"havePermission":false}}}'; }
-        location / { return 200 '$body'; }
-    }
-}
-EOF
+mkdir -p "$work/proxy"
+write_upstream_conf "$work/up" "$UP_PORT"
 cat >"$work/proxy/nginx.conf" <<EOF
 worker_processes auto;
 daemon off;
@@ -112,11 +87,7 @@ for port in $UP_PORT $NGINX_PORT $TG_PORT; do
         sleep 0.1
     done
 done
-token=$(curl -s -u bench:bench -H 'Content-Type: application/json' \
-    -d '{"tokenDescription":"load benchmark"}' \
-    "http://127.0.0.1:$TG_PORT/rest/de.resolution.apitokenauth/latest/user/token" |
-    sed -n 's/.*"plainTextToken":"\([^"]*\)".*/\1/p')
-[ -n "$token" ] || { echo "could not create a token" >&2; exit 1; }
+token=$(create_token "$TG_PORT" "load benchmark")
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$TG_PORT/rest/api/2/issue/BENCH-1")
 [ "$code" = 200 ] || { echo "token request answered $code" >&2; exit 1; }
 
