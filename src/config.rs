@@ -2,9 +2,9 @@
 //! `tokengate check-config` and start-up share.
 //!
 //! Parsing collects *every* problem of a file (unknown key, wrong type, bad
-//! value), each with its line, so an operator fixes a file in one round.
-//! Secrets never live in the file: keys ending in `_env` name an environment
-//! variable, read by [`Config::secrets`].
+//! value, and with [`Config::check`] a missing secret), each with its line, so
+//! an operator fixes a file in one round. Secrets never live in the file: keys
+//! ending in `_env` name an environment variable, read by [`Config::secrets`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -190,7 +190,7 @@ impl Default for AuthConfig {
             lockout_seconds: 900,
             failures_per_ip_per_minute: 30,
             admin_user_keys: Vec::new(),
-            admin_groups: vec!["confluence-administrators".into()],
+            admin_groups: default_admin_groups(Product::Jira),
             identity_cache_seconds: 60,
             reject_unknown_schemes: false,
         }
@@ -251,6 +251,17 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A file that passed [`Config::check`], with what is allowed but risky.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub config: Config,
+    /// One line each, `file:line: warning: [table] key: message`.
+    pub warnings: Vec<String>,
+}
+
+/// The environment a check reads secrets from.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// The upstream base URL taken apart once, for building requests cheaply.
 #[derive(Debug, Clone)]
 pub struct UpstreamUrl {
@@ -272,19 +283,28 @@ pub struct Secrets {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            source_name: name.clone(),
-            problems: vec![Problem {
-                line: None,
-                message: format!("cannot read the file: {e}"),
-            }],
-        })?;
+        let (name, src) = read_source(path)?;
         Config::from_toml(&name, &src)
     }
 
     /// Parses and validates TOML text, collecting every problem.
     pub fn from_toml(source_name: &str, src: &str) -> Result<Config, ConfigError> {
+        Config::parse(source_name, src, None).map(|checked| checked.config)
+    }
+
+    /// Reads a file as `check-config` and `serve` do: every problem of
+    /// [`Config::from_toml`] and every missing secret together, plus warnings.
+    pub fn check_file(path: &Path, env: Env<'_>) -> Result<Checked, ConfigError> {
+        let (name, src) = read_source(path)?;
+        Config::check(&name, &src, env)
+    }
+
+    /// [`Config::check_file`] on text.
+    pub fn check(source_name: &str, src: &str, env: Env<'_>) -> Result<Checked, ConfigError> {
+        Config::parse(source_name, src, Some(env))
+    }
+
+    fn parse(source_name: &str, src: &str, env: Option<Env<'_>>) -> Result<Checked, ConfigError> {
         let fail = |problems| ConfigError {
             source_name: source_name.to_string(),
             problems,
@@ -305,7 +325,9 @@ impl Config {
         for (section, key) in &bad_keys {
             remove_key(&mut clean, section, key);
         }
-        let config =
+        let groups_given =
+            lookup_table(&clean, "auth").is_some_and(|t| t.get("admin_groups").is_some());
+        let mut config =
             match Config::deserialize(toml::de::Deserializer::from(Spanned::new(0..0, clean))) {
                 Ok(c) => c,
                 Err(e) => {
@@ -316,17 +338,69 @@ impl Config {
                     return Err(fail(problems));
                 }
             };
-        for (table, key, message) in config.semantic_problems() {
-            problems.push(Problem {
-                line: locate(src, doc.get_ref(), table, key),
-                message: format!("{}: {message}", key_label(table, key)),
-            });
+        if !groups_given {
+            config.auth.admin_groups = default_admin_groups(config.upstream.product);
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(fail(problems))
+        let at = |(table, key, message): (&str, &str, String)| Problem {
+            line: locate(src, doc.get_ref(), table, key),
+            message: format!("{}: {message}", key_label(table, key)),
+        };
+        problems.extend(config.semantic_problems().into_iter().map(at));
+        if let Some(env) = env
+            && let Err(missing) = config.secrets_with(env)
+        {
+            problems.extend(missing.into_iter().map(at));
         }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let warnings = config
+            .warnings()
+            .into_iter()
+            .map(|(table, key, message)| {
+                // A warning may be about a key left at its default: then the table's line.
+                let line = locate(src, doc.get_ref(), table, key).or_else(|| {
+                    let (parent, name) = table.rsplit_once('.').unwrap_or(("", table));
+                    match parent {
+                        "" => doc.get_ref().get_key_value(name),
+                        parent => lookup_table(doc.get_ref(), parent)?.get_key_value(name),
+                    }
+                    .map(|(k, _)| line_of(src, k.span().start))
+                });
+                let label = key_label(table, key);
+                match line {
+                    Some(line) => format!("{source_name}:{line}: warning: {label}: {message}"),
+                    None => format!("{source_name}: warning: {label}: {message}"),
+                }
+            })
+            .collect();
+        Ok(Checked { config, warnings })
+    }
+
+    /// Settings that work but are risky; `check-config` and `serve` name them.
+    /// Returns `(table, key, message)` triples.
+    pub fn warnings(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut out = Vec::new();
+        let c = &self.upstream.credentials;
+        let listen = self.server.listen;
+        if c.mode == CredentialMode::Header
+            && c.secret_header_name.is_empty()
+            && !listen.ip().is_loopback()
+        {
+            out.push((
+                "upstream.credentials",
+                "secret_header_name",
+                format!(
+                    "mode \"header\" without a shared secret, and the gateway listens on {listen} \
+                     (not loopback only): the upstream takes anyone who reaches it and sends \
+                     {} for that user. Set secret_header_name and secret_env and make the \
+                     upstream check the secret, or let nothing but tokengate reach the upstream \
+                     (firewall, or an authenticator that trusts only tokengate's address)",
+                    c.header_name
+                ),
+            ));
+        }
+        out
     }
 
     /// Checks that need more than the type: URLs, paths, ranges, combinations.
@@ -339,7 +413,12 @@ impl Config {
             match s.public_url.parse::<Uri>() {
                 Ok(u)
                     if matches!(u.scheme_str(), Some("http" | "https"))
-                        && u.authority().is_some() => {}
+                        && u.authority().is_some() =>
+                {
+                    if let Some(Err(e)) = u.authority().map(|a| port_problem(&s.public_url, a)) {
+                        bad("server", "public_url", e);
+                    }
+                }
                 _ => bad(
                     "server",
                     "public_url",
@@ -664,6 +743,7 @@ impl Config {
         if authority.host().is_empty() {
             return Err(format!("{raw:?} has no host"));
         }
+        port_problem(raw, &authority)?;
         if uri.query().is_some() {
             return Err(format!("{raw:?}: a query string is not allowed"));
         }
@@ -702,6 +782,46 @@ impl Config {
             .iter()
             .filter_map(|p| parse_cidr(p))
             .collect()
+    }
+}
+
+/// A configuration file's name (for messages) and text.
+fn read_source(path: &Path) -> Result<(String, String), ConfigError> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => Ok((name, src)),
+        Err(e) => Err(ConfigError {
+            source_name: name,
+            problems: vec![Problem {
+                line: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        }),
+    }
+}
+
+/// Administrators' groups when `auth.admin_groups` is not set: the product's
+/// own administrators group.
+pub fn default_admin_groups(product: Product) -> Vec<String> {
+    match product {
+        Product::Jira => vec!["jira-administrators".into()],
+        Product::Confluence => vec!["confluence-administrators".into()],
+    }
+}
+
+/// A port written in a URL must be 1 to 65535: `http::Uri` takes any digits,
+/// and a URL it accepted would otherwise only fail at the first connection.
+fn port_problem(raw: &str, authority: &http::uri::Authority) -> Result<(), String> {
+    let text = authority.as_str();
+    // After an IPv6 literal's ']', or anywhere in a name or IPv4 address.
+    let after_host = text.rfind(']').map_or(text, |i| &text[i + 1..]);
+    let Some((_, port)) = after_host.rsplit_once(':') else {
+        return Ok(());
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ if port.is_empty() => Err(format!("{raw:?}: the port after ':' is missing")),
+        _ => Err(format!("{raw:?}: port {port} is not between 1 and 65535")),
     }
 }
 
@@ -891,9 +1011,94 @@ mod tests {
         let c = Config::from_toml("empty", "").unwrap();
         assert_eq!(c.server.listen.port(), 8443);
         assert_eq!(c.tokens.prefix, "tg");
+        assert_eq!(c.auth.admin_groups, vec!["jira-administrators".to_string()]);
+    }
+
+    #[test]
+    fn admin_groups_default_by_product_and_an_explicit_list_wins() {
+        let groups = |src: &str| Config::from_toml("f", src).unwrap().auth.admin_groups;
         assert_eq!(
-            c.auth.admin_groups,
+            groups("[upstream]\nproduct = \"confluence\"\n"),
             vec!["confluence-administrators".to_string()]
+        );
+        assert_eq!(
+            groups("[upstream]\nproduct = \"jira\"\n"),
+            vec!["jira-administrators".to_string()]
+        );
+        assert_eq!(
+            groups(
+                "[upstream]\nproduct = \"confluence\"\n[auth]\nadmin_groups = [\"wiki-admins\"]\n"
+            ),
+            vec!["wiki-admins".to_string()]
+        );
+        assert!(groups("[auth]\nadmin_groups = []\n").is_empty());
+    }
+
+    #[test]
+    fn a_port_out_of_range_is_a_problem() {
+        for url in [
+            "https://jira.example.com:99999",
+            "https://jira.example.com:0",
+            "https://jira.example.com:/jira",
+        ] {
+            let err =
+                Config::from_toml("f", &format!("[upstream]\nurl = \"{url}\"\n")).unwrap_err();
+            assert!(err.to_string().contains("f:2: [upstream] url:"), "{err}");
+        }
+        let err =
+            Config::from_toml("f", "[server]\npublic_url = \"https://jira:70000\"\n").unwrap_err();
+        assert!(err.to_string().contains("port 70000"), "{err}");
+        assert!(Config::from_toml("f", "[upstream]\nurl = \"https://[::1]:8443/jira\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_missing_secret_is_reported_with_every_other_problem() {
+        let src = "[upstream]\nurl = \"https://jira:99999\"\nbogus = 1\n[upstream.credentials]\nsecret_header_name = \"X-S\"\nsecret_env = \"UNSET_VAR\"\n";
+        let err = Config::check("f", src, &|_| None).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 3, "{text}");
+        assert!(text.contains("f:2: [upstream] url:"), "{text}");
+        assert!(text.contains("f:3: unknown key `bogus`"), "{text}");
+        assert!(
+            text.contains(
+                "f:6: [upstream.credentials] secret_env: environment variable UNSET_VAR is not set"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn header_mode_without_a_secret_on_a_network_listener_is_warned_about() {
+        let warnings = |src: &str| {
+            Config::check("f", src, &|_| Some("x".into()))
+                .unwrap()
+                .warnings
+        };
+        let open = "[server]\nlisten = \"0.0.0.0:8443\"\n";
+        let w = warnings(open);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("f: warning: [upstream.credentials] secret_header_name:"),
+            "{w:?}"
+        );
+        let w = warnings(&format!(
+            "{open}[upstream.credentials]\nmode = \"header\"\n"
+        ));
+        // The key is not in the file: its table's line.
+        assert!(w[0].starts_with("f:3: warning:"), "{w:?}");
+        assert!(warnings("[server]\nlisten = \"127.0.0.1:8443\"\n").is_empty());
+        assert!(warnings("[server]\nlisten = \"[::1]:8443\"\n").is_empty());
+        assert!(
+            warnings(&format!(
+                "{open}[upstream.credentials]\nsecret_header_name = \"X-S\"\nsecret_env = \"S\"\n"
+            ))
+            .is_empty()
+        );
+        assert!(
+            warnings(&format!(
+                "{open}[upstream.credentials]\nmode = \"bearer\"\ntoken_env = \"T\"\n"
+            ))
+            .is_empty()
         );
     }
 

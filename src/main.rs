@@ -63,11 +63,13 @@ enum Command {
 enum StoreAction {
     /// Counts: tokens, users, expired, size on disk.
     Stats {
+        /// Configuration file; its [tokens] store_path is the store.
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
     },
     /// Every token as a JSON line: SHA-256 and metadata, never a plain token.
     Export {
+        /// Configuration file; its [tokens] store_path is the store.
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
         /// Write here instead of standard output.
@@ -76,6 +78,7 @@ enum StoreAction {
     },
     /// Add tokens from an export; idempotent, keeps ids.
     Import {
+        /// Configuration file; its [tokens] store_path is the store.
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
         /// Read from here instead of standard input.
@@ -93,7 +96,7 @@ enum DemoProduct {
 fn main() -> ExitCode {
     // Transparent huge pages make every touched 2 MB area of the heap
     // resident: with them, each idle connection cost ~14 KB more and start-up
-    // 40 MB more (README, "A million tokens"). mimalloc's `no_thp` only stops
+    // 40 MB more (docs/benchmarks.md, "A million tokens"). mimalloc's `no_thp` only stops
     // it asking for them; this also covers hosts where THP is "always".
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
@@ -101,15 +104,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve { config: path } => {
-            let config = match Config::load(&path) {
+            // Every problem of the file and every missing secret, before anything starts.
+            let checked = match Config::check_file(&path, &|var| std::env::var(var).ok()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            let log = init_logging(&config.log);
-            block_on(serve(path, config, log))
+            let log = init_logging(&checked.config.log);
+            for warning in &checked.warnings {
+                tracing::warn!("{warning}");
+            }
+            let listeners = Listeners::of(&checked.config);
+            block_on(serve(path, checked.config, log), &listeners)
         }
         Command::Store { action } => store_tool(action),
         Command::Demo { listen, product } => {
@@ -118,12 +126,52 @@ fn main() -> ExitCode {
                 DemoProduct::Jira => Product::Jira,
                 DemoProduct::Confluence => Product::Confluence,
             };
-            block_on(async move { tokengate::demo::run(listen, product, shutdown_signal()).await })
+            let listeners = Listeners {
+                public: Some(listen),
+                admin: None,
+            };
+            block_on(
+                async move { tokengate::demo::run(listen, product, shutdown_signal()).await },
+                &listeners,
+            )
         }
     }
 }
 
-fn block_on(fut: impl std::future::Future<Output = Result<(), tokengate::StartError>>) -> ExitCode {
+/// The configured listeners, to say which one could not be opened.
+struct Listeners {
+    public: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+impl Listeners {
+    fn of(config: &Config) -> Listeners {
+        Listeners {
+            public: Some(config.server.listen),
+            admin: config.admin_listen_addr().ok().flatten(),
+        }
+    }
+
+    /// The start error in the operator's terms: which listener, which key.
+    fn describe(&self, error: &tokengate::StartError) -> String {
+        let tokengate::StartError::Bind { addr, source } = error else {
+            return error.to_string();
+        };
+        let which = if self.admin == Some(*addr) {
+            " (the admin listener for /healthz, /readyz and /metrics, [server] admin_listen)"
+        } else if self.public == Some(*addr) {
+            " (the public listener, [server] listen)"
+        } else {
+            ""
+        };
+        format!("cannot listen on {addr}{which}: {source}")
+    }
+}
+
+fn block_on(
+    fut: impl std::future::Future<Output = Result<(), tokengate::StartError>>,
+    listeners: &Listeners,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,8 +185,13 @@ fn block_on(fut: impl std::future::Future<Output = Result<(), tokengate::StartEr
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "tokengate could not start");
-            eprintln!("tokengate: {e}");
+            // Once: in the log's format when errors are logged, else plainly.
+            let error = listeners.describe(&e);
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error, "tokengate could not start");
+            } else {
+                eprintln!("tokengate could not start: {error}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -197,25 +250,19 @@ fn store_tool(action: StoreAction) -> ExitCode {
 }
 
 fn check_config(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
+    match Config::check_file(path, &|var| std::env::var(var).ok()) {
+        Ok(checked) => {
+            for warning in &checked.warnings {
+                eprintln!("{warning}");
+            }
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    if let Err(problems) = config.secrets() {
-        let src = std::fs::read_to_string(path).unwrap_or_default();
-        for (table, key, message) in problems {
-            match Config::line_of_key(&src, table, key) {
-                Some(line) => eprintln!("{}:{line}: [{table}] {key}: {message}", path.display()),
-                None => eprintln!("{}: [{table}] {key}: {message}", path.display()),
-            }
-        }
-        return ExitCode::from(2);
     }
-    println!("{}: OK", path.display());
-    ExitCode::SUCCESS
 }
 
 /// Changes the log filter on reload, unless `RUST_LOG` set it.

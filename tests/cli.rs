@@ -3,8 +3,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tokengate::config::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
 
@@ -44,13 +46,11 @@ fn the_shipped_proxy_toml_is_valid() {
 fn the_shipped_proxy_toml_documents_every_key() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let mut keys = 0;
     for (i, line) in lines.iter().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
             continue;
         }
-        keys += 1;
         let key = line.split('=').next().unwrap().trim();
         // A comment right above, or above a run of keys it describes together.
         let mut j = i;
@@ -65,10 +65,44 @@ fn the_shipped_proxy_toml_documents_every_key() {
             "key `{key}` has no comment above it"
         );
     }
-    assert_eq!(
-        keys, 45,
-        "every key of SPEC §7, `server.workers` and `server.max_connections` are in the shipped file"
+    // Every key the parser knows (it lists them for an unknown one) is in the
+    // file: set to its default, or shown commented out where the default
+    // depends on another key.
+    let mut keys = 0;
+    for table in tables() {
+        let refused = Config::from_toml("probe", &format!("[{table}]\nno_such_key = 1\n"))
+            .unwrap_err()
+            .to_string();
+        let (_, expected) = refused.split_once("expected").unwrap();
+        for key in expected.split('`').skip(1).step_by(2) {
+            if tables().contains(&format!("{table}.{key}").as_str()) {
+                continue;
+            }
+            keys += 1;
+            let shown = lines.iter().any(|l| {
+                let l = l.trim();
+                let l = l.strip_prefix("# ").unwrap_or(l);
+                l.starts_with(&format!("{key} = "))
+            });
+            assert!(shown, "[{table}] {key} is not in the shipped proxy.toml");
+        }
+    }
+    assert!(keys >= 45, "{keys} keys found");
+    assert!(
+        text.contains("\n# admin_groups = [\"jira-administrators\"]\n"),
+        "admin_groups, whose default depends on the product, is shown commented out"
     );
+}
+
+fn tables() -> [&'static str; 6] {
+    [
+        "server",
+        "upstream",
+        "upstream.credentials",
+        "tokens",
+        "auth",
+        "log",
+    ]
 }
 
 #[test]
@@ -128,6 +162,123 @@ fn check_config_reports_all_problems_of_a_file_one_line_each() {
 }
 
 #[test]
+fn check_config_refuses_a_port_out_of_range() {
+    let (ok, err) = check("[upstream]\nurl = \"https://jira.example.com:99999\"\n");
+    assert!(!ok);
+    assert!(
+        err.contains(":2: [upstream] url: \"https://jira.example.com:99999\": port 99999 is not between 1 and 65535"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_reports_a_missing_secret_together_with_a_typo_and_a_bad_url() {
+    let (ok, err) = check(
+        "[upstream]\nurl = \"https://jira.example.com:99999\"\n\
+         [upstream.credentials]\nmode = \"bearer\"\ntoken_env = \"TOKENGATE_TEST_SURELY_UNSET_VAR\"\ntokn = 1\n",
+    );
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 3, "{err}");
+    assert!(err.contains(":2: [upstream] url:"), "{err}");
+    assert!(err.contains(":6: unknown key `tokn`"), "{err}");
+    assert!(
+        err.contains(":5: [upstream.credentials] token_env: environment variable TOKENGATE_TEST_SURELY_UNSET_VAR is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_warns_about_header_mode_without_a_secret_on_a_network_listener() {
+    let (ok, err) =
+        check("[server]\nlisten = \"0.0.0.0:8443\"\n[upstream.credentials]\nmode = \"header\"\n");
+    assert!(ok, "a warning is not an error: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(":3: warning: [upstream.credentials] secret_header_name: mode \"header\" without a shared secret"),
+        "{err}"
+    );
+    let (ok, err) = check("[server]\nlisten = \"127.0.0.1:8443\"\n");
+    assert!(ok && err.is_empty(), "loopback only: no warning: {err}");
+}
+
+#[test]
+fn serve_refuses_a_missing_secret_with_exit_code_2_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"\"\n[tokens]\nstore_path = \"{}\"\n\
+             [upstream.credentials]\nsecret_header_name = \"X-Gateway-Secret\"\nsecret_env = \"TOKENGATE_TEST_SURELY_UNSET_VAR\"\n",
+            dir.path().join("tokens.sled").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(":8: [upstream.credentials] secret_env: environment variable TOKENGATE_TEST_SURELY_UNSET_VAR is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_listener_in_use_is_named_once_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:{port}\"\n[tokens]\nstore_path = \"{}\"\n",
+            dir.path().join("tokens.sled").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("in use").count(),
+        1,
+        "the reason is printed once: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (the admin listener"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("[server] admin_listen"), "{err}");
+}
+
+#[test]
+fn store_commands_explain_their_config_option() {
+    for command in ["stats", "export", "import"] {
+        let out = Command::new(BIN)
+            .args(["store", command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Configuration file; its [tokens] store_path is the store"),
+            "{command}: {help}"
+        );
+    }
+}
+
+#[test]
 fn check_config_reports_a_missing_secret_variable() {
     let (ok, err) = check(
         "[upstream.credentials]\nmode = \"bearer\"\ntoken_env = \"TOKENGATE_TEST_SURELY_UNSET_VAR\"\n",
@@ -164,15 +315,26 @@ fn the_demo_serves_a_token_round_trip() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut gateway = None;
+    let mut banner = Vec::new();
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
-        if let Some(url) = line.trim().strip_prefix("gateway:") {
-            gateway = Some(url.trim().to_string());
+        if line.starts_with("Try,") {
             break;
         }
+        banner.push(line);
     }
-    let gateway = gateway.expect("the demo prints the gateway URL");
+    let field = |name: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("the demo prints {name} {banner:?}"))
+    };
+    let gateway = field("gateway:");
+    let users = field("users:");
+    for user in ["admin/admin", "alice/alice", "bob/bob"] {
+        assert!(users.contains(user), "{users}");
+    }
+    let (health, metrics) = (field("health:"), field("metrics:"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result = rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -198,7 +360,9 @@ fn the_demo_serves_a_token_round_trip() {
             .await?
             .json()
             .await?;
-        Ok::<_, reqwest::Error>(me)
+        let health = http.get(&health).send().await?.status();
+        let metrics = http.get(&metrics).send().await?.text().await?;
+        Ok::<_, reqwest::Error>((me, health, metrics))
     });
     // Stop the demo the way Ctrl-C would, so it removes its temporary store.
     let _ = Command::new("kill")
@@ -232,7 +396,12 @@ fn the_demo_serves_a_token_round_trip() {
         scanned > 20,
         "the demo logged at trace level ({scanned} lines)"
     );
-    let me = result.unwrap();
+    let (me, health, metrics) = result.unwrap();
+    assert_eq!(health, 200, "the demo's admin listener answers /healthz");
+    assert!(
+        metrics.contains("tokengate_auth_decisions_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(me["name"], "alice");
     assert_eq!(me["key"], "JIRAUSER10100");
     assert!(

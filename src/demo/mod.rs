@@ -1,5 +1,6 @@
 //! `tokengate demo`: a simulated Jira on loopback and the gateway in front of
-//! it, with a temporary store, plus a few commands to try.
+//! it, with its admin listener on a free port and a temporary store, plus a
+//! few commands to try.
 
 pub mod sim;
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, Product};
+use crate::config::{Config, Product, default_admin_groups};
 use crate::{Options, StartError};
 use sim::{SimConfig, SimUpstream, TrustedHeader};
 
@@ -44,7 +45,8 @@ pub async fn run(
     let store_dir = temp_store_dir()?;
     let mut config = Config::default();
     config.server.listen = listen;
-    config.server.admin_listen = String::new();
+    // A free loopback port: a second demo, or a real gateway on 9090, is no conflict.
+    config.server.admin_listen = "127.0.0.1:0".into();
     config.upstream.url = upstream.url();
     config.upstream.product = product;
     config.upstream.lookup_user = "admin".into();
@@ -52,10 +54,7 @@ pub async fn run(
     config.upstream.credentials.secret_header_name = "X-Gateway-Secret".into();
     config.upstream.credentials.secret_env = SECRET_VAR.into();
     config.tokens.store_path = store_dir.join("tokens.sled");
-    config.auth.admin_groups = vec![
-        "jira-administrators".into(),
-        "confluence-administrators".into(),
-    ];
+    config.auth.admin_groups = default_admin_groups(product);
     let options = Options {
         env: Arc::new(move |var| match var {
             SECRET_VAR => Some(secret.clone()),
@@ -71,7 +70,12 @@ pub async fn run(
             return Err(e);
         }
     };
-    print_intro(running.addr(), &upstream.url(), product);
+    print_intro(
+        running.addr(),
+        running.admin_addr(),
+        &upstream.url(),
+        product,
+    );
     shutdown.await;
     running.stop().await;
     let _ = std::fs::remove_dir_all(&store_dir);
@@ -88,8 +92,9 @@ fn temp_store_dir() -> Result<PathBuf, StartError> {
     Ok(dir)
 }
 
-fn print_intro(addr: SocketAddr, upstream: &str, product: Product) {
+fn print_intro(addr: SocketAddr, admin: Option<SocketAddr>, upstream: &str, product: Product) {
     let gw = format!("http://{addr}");
+    let admin = admin.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
     let api = format!("{gw}/rest/de.resolution.apitokenauth/latest");
     let me = match product {
         Product::Jira => "/rest/api/2/myself",
@@ -99,8 +104,15 @@ fn print_intro(addr: SocketAddr, upstream: &str, product: Product) {
         r#"
 tokengate demo
   gateway:      {gw}
-  upstream:     {upstream} (a simulated {product:?}; users admin/admin, a system administrator, and alice/alice)
+  upstream:     {upstream} (a simulated {product:?})
+  users:        admin/admin (a system administrator), alice/alice and bob/bob
+  health:       {admin}/healthz
+  readiness:    {admin}/readyz
+  metrics:      {admin}/metrics
   token store:  a temporary directory, removed on exit
+
+The simulated {product:?} trusts X-Remote-User only together with the gateway's
+secret X-Gateway-Secret, as a real one should (docs/connecting.md).
 
 Try, in another terminal:
 
@@ -119,6 +131,12 @@ Try, in another terminal:
   # 4. list alice's tokens; as admin, filter all tokens
   curl -s -u alice:alice {api}/user/token
   curl -s -u admin:admin "{api}/user/tokensByFilter?notValidAfter=-1"
+
+  # 5. a forged X-Remote-User sent straight to the upstream is not trusted: 401
+  curl -si -H 'X-Remote-User: admin' {upstream}{me}
+
+  # 6. what the gateway counted
+  curl -s {admin}/metrics | grep tokengate_auth_decisions_total
 
 Press Ctrl-C to stop.
 "#
