@@ -41,10 +41,10 @@ impl Admin {
 
     /// Checks the store and the upstream; reuses an answer younger than a second.
     pub async fn readiness(&self) -> Readiness {
-        if let Some((at, r)) = self.last.lock().ok().and_then(|l| l.clone()) {
-            if at.elapsed() < READY_CACHE {
-                return r;
-            }
+        if let Some((at, r)) = self.last.lock().ok().and_then(|l| l.clone())
+            && at.elapsed() < READY_CACHE
+        {
+            return r;
         }
         let r = check(&self.gateway).await;
         if let Ok(mut last) = self.last.lock() {

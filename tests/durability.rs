@@ -132,7 +132,7 @@ async fn client_load(
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) && n < 100_000 {
         n += 1;
-        let victim = if n % 3 == 0 {
+        let victim = if n.is_multiple_of(3) {
             let mut s = state.lock().unwrap();
             let pick = s
                 .live
