@@ -1,5 +1,7 @@
-//! Token validity (SPEC §4): calendar months in UTC, the configured default
-//! and maximum, and the cut-down for admins creating tokens for others.
+//! Token validity: calendar months in UTC, the configured default and
+//! maximum. Anyone asking for more than the maximum for their own token is
+//! refused with a message that names it; only an administrator creating a
+//! token for another user has it cut down to the maximum.
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
@@ -59,8 +61,9 @@ pub struct Refused {
 
 /// `validUntil` for a new token (0 = never expires).
 ///
-/// `cut_down`: an admin creating for another user gets a too-long validity
-/// shortened to the maximum instead of refused.
+/// `cut_down`: set only when an administrator creates a token for another
+/// user; a too-long validity is then shortened to the maximum instead of
+/// refused. A token for oneself never sets it, administrators included.
 pub fn valid_until(
     now_ms: u64,
     requested: Requested,
@@ -166,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_of_spec_section_4() {
+    fn default_maximum_and_the_cut_down_for_another_user() {
         let now = ms("2026-11-30T00:00:00Z");
         let r = rules(6, 12);
         assert_eq!(
