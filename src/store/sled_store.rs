@@ -381,6 +381,82 @@ type Tx<'a> = (
     &'a TransactionalTree,
 );
 
+/// Makes sure the store's directory exists and only its owner can enter it:
+/// a new one is created `0700` whatever the umask, so the files sled writes
+/// into it, now and later, are out of everyone else's reach. An existing one
+/// that others may enter is left as the operator made it, with a warning.
+/// True when the directory was created now.
+fn private_dir(path: &Path) -> Result<bool, StoreError> {
+    let cannot = |e: std::io::Error| {
+        StoreError::Unavailable(format!(
+            "cannot open {}: cannot create its directory: {e}",
+            path.display()
+        ))
+    };
+    if path.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    store = %path.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "the token store's directory is open to other users; make it private with: chmod -R go-rwx {}",
+                    path.display()
+                );
+            }
+        }
+        return Ok(false);
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(path).map_err(cannot)?;
+        // `mode` is filtered by the umask: set it outright.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(cannot)?;
+    }
+    #[cfg(not(unix))]
+    builder.create(path).map_err(cannot)?;
+    Ok(true)
+}
+
+/// Files of a store just created: `0600`, directories `0700`, whatever the
+/// umask made them.
+fn private_files(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let (mode, is_dir) = match e.file_type() {
+                    Ok(t) if t.is_dir() => (0o700, true),
+                    Ok(t) if t.is_file() => (0o600, false),
+                    _ => continue,
+                };
+                if let Err(err) =
+                    std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))
+                {
+                    tracing::warn!(file = %e.path().display(), error = %err, "cannot make a token store file private");
+                }
+                if is_dir {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 impl SledBackend {
     pub fn open(path: &Path) -> Result<SledBackend, StoreError> {
         let backend = Self::open_trees(path)?;
@@ -408,6 +484,7 @@ impl SledBackend {
     }
 
     fn open_trees(path: &Path) -> Result<SledBackend, StoreError> {
+        let created = private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
             // Tokens in use are cached by the store itself; sled's own page
@@ -431,6 +508,9 @@ impl SledBackend {
             meta: tree("meta")?,
             db,
         };
+        if created {
+            private_files(path);
+        }
         Ok(backend)
     }
 
@@ -987,7 +1067,7 @@ mod tests {
             user_name: user.to_lowercase(),
             created_by: user.into(),
             created: id,
-            valid_until: if id % 3 == 0 { 0 } else { 1_000 + id },
+            valid_until: if id.is_multiple_of(3) { 0 } else { 1_000 + id },
             last_accessed: 0,
             scope: Scope::ReadWrite,
         }
@@ -1220,7 +1300,7 @@ mod tests {
         let backend = SledBackend::open(&dir.path().join("s")).unwrap();
         let records: Vec<TokenRecord> = (1..=200).map(|id| record(id, "U1")).collect();
         backend.restore(&records).unwrap();
-        let gone = |id: u64| (id >= 5 && (id - 5) % 9 == 0) || (48..=63).contains(&id);
+        let gone = |id: u64| (id >= 5 && (id - 5).is_multiple_of(9)) || (48..=63).contains(&id);
         for id in (1..=200).filter(|&id| gone(id)) {
             backend.delete(id).unwrap().expect("deleted");
         }
@@ -1364,5 +1444,27 @@ mod tests {
                 prop_assert_eq!(sorted::find(&bytes, 8, &key).is_some(), model.contains(&id));
             }
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // The umask is the process's, 022 here as on most hosts: the created
+        // directory and files would be 0755/0644 if sled made them alone.
+        let path = dir.path().join("deeper").join("s");
+        let backend = SledBackend::open(&path).unwrap();
+        backend.db.flush().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o700);
+        let mut files = 0;
+        for e in std::fs::read_dir(&path).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() {
+                files += 1;
+                assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+            }
+        }
+        assert!(files > 0, "sled wrote files");
     }
 }
