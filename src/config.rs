@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub admin_listen: String,
     pub trusted_proxies: Vec<String>,
     pub header_read_timeout_ms: u64,
+    /// The slowest a request body may arrive, counted over each
+    /// `header_read_timeout_ms` the gateway waits for it; 0 = no minimum.
+    pub min_body_bytes_per_second: u64,
     pub idle_timeout_ms: u64,
     pub max_header_bytes: usize,
     pub max_api_body_bytes: usize,
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             admin_listen: "127.0.0.1:9090".into(),
             trusted_proxies: Vec::new(),
             header_read_timeout_ms: 10_000,
+            min_body_bytes_per_second: 500,
             idle_timeout_ms: 75_000,
             max_header_bytes: 16_384,
             max_api_body_bytes: 65_536,

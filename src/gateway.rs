@@ -2,7 +2,10 @@
 //!
 //! 1. context: request id, client IP;
 //! 2. throttled client → 429;
-//! 3. management API path → served here, never forwarded;
+//! 3. screened: `TRACE`/`CONNECT` → 405, several or broken `Host` → 400, a
+//!    token in the query string → 400; the path read as the upstream will
+//!    read it: the management API's → served here, never forwarded; one that
+//!    cannot be read safely → 400;
 //! 4. authenticate: who is calling, and may they (token, password, other, none);
 //! 5. rewrite: target, hop-by-hop and identity headers, `X-Forwarded-*`, credential swap;
 //! 6. forward, streaming both ways;
@@ -13,11 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{
+    ALLOW, HOST, HeaderName, HeaderValue, RETRY_AFTER, SET_COOKIE, WWW_AUTHENTICATE,
+};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::api;
+use crate::api::path::Target;
 use crate::auth::identity::IdentityResolver;
 use crate::auth::lockout::{FailureOutcome, Locked, Lockout};
 use crate::auth::swap::CredentialSwap;
@@ -28,7 +34,7 @@ use crate::config::Config;
 use crate::error::{ErrorReply, RespBody};
 use crate::metrics::{Decision, Metrics, Route};
 use crate::net::TrustedProxies;
-use crate::proxy::{Origin, ProxyError, Tunnels, Upstream};
+use crate::proxy::{Origin, ProxyError, Upstream};
 use crate::server::{BodyGap, ConnInfo, Handler};
 use crate::store::{AuthEntry, Scope, StoreCell};
 use crate::token::TokenFormat;
@@ -36,6 +42,7 @@ use crate::token::TokenFormat;
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SERAPH_LOGIN_REASON: HeaderName = HeaderName::from_static("x-seraph-loginreason");
 static X_AUTH_DENIED_REASON: HeaderName = HeaderName::from_static("x-authentication-denied-reason");
+static X_AUSERNAME: HeaderName = HeaderName::from_static("x-ausername");
 
 /// What a reload (SIGHUP) replaces while connections stay up: token rules,
 /// auth limits, upstream credentials and the lookup account.
@@ -87,6 +94,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         || o.admin_listen != n.admin_listen
         || o.trusted_proxies != n.trusted_proxies
         || o.header_read_timeout_ms != n.header_read_timeout_ms
+        || o.min_body_bytes_per_second != n.min_body_bytes_per_second
         || o.idle_timeout_ms != n.idle_timeout_ms
         || o.max_header_bytes != n.max_header_bytes
         || o.max_api_body_bytes != n.max_api_body_bytes
@@ -127,7 +135,6 @@ pub struct Gateway {
     pub(crate) format: TokenFormat,
     pub(crate) lockout: Lockout,
     pub(crate) trusted: TrustedProxies,
-    pub(crate) tunnels: Tunnels,
     pub(crate) clock: SharedClock,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) public_url: Option<String>,
@@ -186,13 +193,28 @@ impl Gateway {
         let (route, mut resp) = if let Err(retry) = self.live.load().throttle.check(ctx.client_ip) {
             self.metrics.decision(Decision::Throttled);
             (Route::Proxy, throttled(retry).into_response())
-        } else if api::is_api_path(req.uri().path()) {
-            req.extensions_mut().insert(BodyGap(conn.body_gap));
-            (Route::Api, api::handle(self, req, &ctx).await)
+        } else if let Err(refused) = self.screen(&req) {
+            (Route::Proxy, refused.into_response())
         } else {
-            req.headers_mut()
-                .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-            (Route::Proxy, self.proxy(upstream, req, &ctx).await)
+            match api::path::classify(req.uri().path()) {
+                Target::Api => {
+                    req.extensions_mut().insert(BodyGap(conn.body_pace));
+                    (Route::Api, api::handle(self, req, &ctx).await)
+                }
+                Target::Upstream => {
+                    req.headers_mut()
+                        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+                    (Route::Proxy, self.proxy(upstream, req, &ctx, conn).await)
+                }
+                Target::Unsafe => (
+                    Route::Proxy,
+                    ErrorReply::new(
+                        StatusCode::BAD_REQUEST,
+                        "The request path cannot be read safely: it climbs above the root or has a broken %-escape",
+                    )
+                    .into_response(),
+                ),
+            }
         };
         resp.headers_mut()
             .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -221,6 +243,47 @@ impl Gateway {
         Ok(restart)
     }
 
+    /// Step 3's checks of the request line and headers, before anything is
+    /// routed: what no route may serve.
+    fn screen(&self, req: &Request<Incoming>) -> Result<(), ErrorReply> {
+        if matches!(*req.method(), Method::TRACE | Method::CONNECT) {
+            // TRACE would echo the swapped-in credentials back; CONNECT asks
+            // for a tunnel to anywhere.
+            return Err(ErrorReply::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "TRACE and CONNECT are not supported",
+            )
+            .with_header(
+                ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            ));
+        }
+        let mut hosts = req.headers().get_all(HOST).iter();
+        if let Some(host) = hosts.next() {
+            if hosts.next().is_some() {
+                return Err(ErrorReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "The request has more than one Host header",
+                ));
+            }
+            if !valid_host(host.as_bytes()) {
+                return Err(ErrorReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "The Host header is not a valid host name or address",
+                ));
+            }
+        }
+        if let Some(query) = req.uri().query()
+            && self.format.in_query(query)
+        {
+            return Err(ErrorReply::new(
+                StatusCode::BAD_REQUEST,
+                "A token was sent in the URL; send tokens in the Authorization header (Bearer or Basic), never in the query string",
+            ));
+        }
+        Ok(())
+    }
+
     fn context(&self, req: &Request<Incoming>, conn: &ConnInfo) -> RequestCtx {
         let peer = conn.peer.ip();
         let trusted_peer = self.trusted.contains(peer);
@@ -243,6 +306,7 @@ impl Gateway {
         upstream: &Upstream,
         mut req: Request<Incoming>,
         ctx: &RequestCtx,
+        conn: &ConnInfo,
     ) -> Response<RespBody> {
         // Held across the upstream exchange: an owned snapshot, not a guard.
         let live = self.live.load_full();
@@ -273,14 +337,19 @@ impl Gateway {
             .into_response();
         }
         let started = Instant::now();
-        let forwarded = upstream.forward(req, upgrade, &self.tunnels).await;
+        let forwarded = upstream.forward(req, upgrade, &conn.hold).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
-        let resp = match forwarded {
+        let mut resp = match forwarded {
             Ok(resp) => resp,
             Err(e) => return self.upstream_failed(e, ctx),
         };
+        if matches!(caller, Caller::Token(_)) {
+            // An upstream session made for a token request would outlive the
+            // token's scope, expiry and revocation: it is never handed out.
+            resp.headers_mut().remove(SET_COOKIE);
+        }
         self.account(&caller, &resp, ctx, &live);
         resp
     }
@@ -299,7 +368,7 @@ impl Gateway {
             }
             Credential::OtherScheme if live.config.auth.reject_unknown_schemes => {
                 self.metrics.decision(Decision::OtherSchemeRefused);
-                audit_failure(ctx, None, None, None, "unknown_scheme");
+                audit_failure(ctx, None, None, "unknown_scheme");
                 Err(unauthorized())
             }
             Credential::OtherScheme => {
@@ -314,12 +383,12 @@ impl Gateway {
                 if !live.config.tokens.allow_password_basic_auth {
                     // The password is never looked at, so this is no guessing oracle: not counted.
                     self.metrics.decision(Decision::PasswordRefused);
-                    audit_failure(ctx, Some(&user), None, None, "password_auth_disabled");
+                    audit_failure(ctx, Some(&user), None, "password_auth_disabled");
                     return Err(unauthorized());
                 }
-                if let Some(lock) = self.lockout.locked(&user) {
+                if let Some(lock) = self.lockout.locked(&user, ctx.client_ip) {
                     self.metrics.decision(Decision::Locked);
-                    audit_failure(ctx, Some(&user), None, None, "locked");
+                    audit_failure(ctx, Some(&user), None, "locked");
                     return Err(locked(lock, self.clock.now_ms()));
                 }
                 self.metrics.decision(Decision::PasswordPassthrough);
@@ -331,13 +400,7 @@ impl Gateway {
                     matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
                 if entry.scope == Scope::ReadOnly && !read_only_ok {
                     self.metrics.decision(Decision::ReadOnly);
-                    audit_failure(
-                        ctx,
-                        Some(&entry.user_name),
-                        Some(&entry.user_key),
-                        Some(entry.id),
-                        "read_only_scope",
-                    );
+                    audit_failure(ctx, user.as_deref(), Some(&entry), "read_only_scope");
                     return Err(ErrorReply::new(
                         StatusCode::FORBIDDEN,
                         "This token is read-only: only GET, HEAD and OPTIONS requests are allowed",
@@ -351,7 +414,11 @@ impl Gateway {
     }
 
     /// The token path shared by proxied and API requests: verify, count
-    /// failures, refuse locked owners. One identical 401 for every bad token.
+    /// failures. One identical 401 for every bad token. A valid token is never
+    /// refused for a lockout (it cannot be guessed, so refusing it would only
+    /// let a stranger deny its owner service); a bad one with a username
+    /// counts against that user from this address, and while that is locked
+    /// the answer is the lockout's 403.
     pub(crate) fn check_token(
         &self,
         user: Option<&str>,
@@ -359,11 +426,6 @@ impl Gateway {
         ctx: &RequestCtx,
         live: &Live,
     ) -> Result<Arc<AuthEntry>, ErrorReply> {
-        if let Some(lock) = user.and_then(|u| self.lockout.locked(u)) {
-            self.metrics.decision(Decision::Locked);
-            audit_failure(ctx, user, None, None, "locked");
-            return Err(locked(lock, self.clock.now_ms()));
-        }
         let now = self.clock.now_ms();
         let verified = match self
             .store
@@ -376,18 +438,7 @@ impl Gateway {
         };
         match verified {
             Ok(entry) => {
-                if let Some(lock) = self.lockout.locked(&entry.user_name) {
-                    self.metrics.decision(Decision::Locked);
-                    audit_failure(
-                        ctx,
-                        Some(&entry.user_name),
-                        Some(&entry.user_key),
-                        Some(entry.id),
-                        "locked",
-                    );
-                    return Err(locked(lock, now));
-                }
-                self.lockout.success(&entry.user_name);
+                self.lockout.success(&entry.user_name, ctx.client_ip);
                 Ok(entry)
             }
             Err(TokenRefusal::Store(e)) => {
@@ -401,22 +452,17 @@ impl Gateway {
                 Err(store_unavailable())
             }
             Err(refusal) => {
-                self.metrics.decision(refusal.decision());
                 let entry = refusal.entry();
-                // The user whose counter this failure counts against: the one named
-                // in Basic, else the owner of a known (expired) token.
-                let counted = user.or(entry.map(|e| e.user_name.as_str()));
-                if let Some(lock) = counted.and_then(|u| self.lockout.locked(u)) {
-                    audit_failure(
-                        ctx,
-                        counted,
-                        entry.map(|e| e.user_key.as_str()),
-                        entry.map(|e| e.id),
-                        "locked",
-                    );
+                // Counted against the user named in Basic, never against the
+                // owner of a token someone else presents: a Bearer failure
+                // counts toward the address's quota only.
+                if let Some(lock) = user.and_then(|u| self.lockout.locked(u, ctx.client_ip)) {
+                    self.metrics.decision(Decision::Locked);
+                    audit_failure(ctx, user, entry, "locked");
                     return Err(locked(lock, now));
                 }
-                Err(self.failed(ctx, live, counted, entry, refusal.reason()))
+                self.metrics.decision(refusal.decision());
+                Err(self.failed(ctx, live, user, entry, refusal.reason()))
             }
         }
     }
@@ -427,9 +473,10 @@ impl Gateway {
             .with(|store| store.touch(entry.id, self.clock.now_ms()));
     }
 
-    /// Counts a failed attempt for `user` (when known) and for the client IP,
-    /// with its audit event; returns the reply: 401, or 429 when this failure
-    /// used up the address's quota. `entry` is the token's, when the store knew it.
+    /// Counts a failed attempt for `user` (the name the client gave, when it
+    /// gave one) from the client's address, and for the address's quota, with
+    /// its audit event; returns the reply: 401, or 429 when this failure used
+    /// up the address's quota. `entry` is the token's, when the store knew it.
     pub(crate) fn failed(
         &self,
         ctx: &RequestCtx,
@@ -438,13 +485,15 @@ impl Gateway {
         entry: Option<&AuthEntry>,
         reason: &'static str,
     ) -> ErrorReply {
-        let user_key = entry.map(|e| e.user_key.as_str());
-        audit_failure(ctx, user, user_key, entry.map(|e| e.id), reason);
+        audit_failure(ctx, user, entry, reason);
         if let Some(user) = user {
             let auth = &live.config.auth;
-            let outcome =
-                self.lockout
-                    .failure(user, auth.max_failed_attempts, auth.lockout_seconds);
+            let outcome = self.lockout.failure(
+                user,
+                ctx.client_ip,
+                auth.max_failed_attempts,
+                auth.lockout_seconds,
+            );
             if let FailureOutcome::LockedNow(lock) = outcome {
                 self.metrics.lockouts.inc();
                 tracing::warn!(
@@ -452,12 +501,10 @@ impl Gateway {
                     event = "lockout",
                     reason = "max_failed_attempts",
                     user,
-                    user_key = user_key.unwrap_or(""),
-                    token_id = entry.map_or(0, |e| e.id),
                     until_ms = lock.until,
                     client_ip = %ctx.client_ip,
                     request_id = ctx.request_id(),
-                    "user locked out after repeated failed attempts"
+                    "user locked out from this address after repeated failed attempts"
                 );
             }
         }
@@ -483,8 +530,10 @@ impl Gateway {
             Caller::Password { user } if resp.status() == StatusCode::UNAUTHORIZED => {
                 let _ = self.failed(ctx, live, Some(user), None, "upstream_rejected_password");
             }
-            Caller::Password { user } if !resp.headers().contains_key(&X_AUTH_DENIED_REASON) => {
-                self.lockout.success(user);
+            // Only an answer that says the login worked resets the count: a
+            // public page answers 200 to any password without looking at it.
+            Caller::Password { user } if login_confirmed(resp.headers(), user) => {
+                self.lockout.success(user, ctx.client_ip);
             }
             Caller::Token(entry) if resp.status() == StatusCode::UNAUTHORIZED => {
                 // The upstream refused the credentials we swapped in: a configuration problem.
@@ -538,21 +587,41 @@ fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
     HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
+/// Did the upstream say the password login of `user` worked? Jira and
+/// Confluence answer `X-Seraph-LoginReason: OK` to a login they accepted and
+/// name the logged-in user in `X-AUSERNAME` (`anonymous` when nobody is).
+fn login_confirmed(headers: &http::HeaderMap, user: &str) -> bool {
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    text(&X_SERAPH_LOGIN_REASON).is_some_and(|v| v.trim() == "OK")
+        || text(&X_AUSERNAME).is_some_and(|v| v.trim().eq_ignore_ascii_case(user))
+}
+
+/// A `Host` value as RFC 9112 §3.2 allows it: empty, or host and optional
+/// port (no user info, no path).
+fn valid_host(value: &[u8]) -> bool {
+    value.is_empty()
+        || (!value.contains(&b'@')
+            && http::uri::Authority::try_from(value)
+                .is_ok_and(|a| a.as_str().len() == value.len() && !a.host().is_empty()))
+}
+
 /// One audit event per failed authentication (SPEC §8); never a secret.
+/// `claimed_user` is the name the client gave (Basic), `token_owner_key` the
+/// owner of the presented token when the store knew it: on a wrong-user
+/// token they are different people, and the event says both.
 pub(crate) fn audit_failure(
     ctx: &RequestCtx,
-    user: Option<&str>,
-    user_key: Option<&str>,
-    token_id: Option<u64>,
+    claimed_user: Option<&str>,
+    token: Option<&AuthEntry>,
     reason: &'static str,
 ) {
     tracing::info!(
         target: "audit",
         event = "auth_failed",
         reason,
-        user = user.unwrap_or(""),
-        user_key = user_key.unwrap_or(""),
-        token_id = token_id.unwrap_or(0),
+        claimed_user = claimed_user.unwrap_or(""),
+        token_owner_key = token.map_or("", |t| t.user_key.as_str()),
+        token_id = token.map_or(0, |t| t.id),
         client_ip = %ctx.client_ip,
         request_id = ctx.request_id(),
         "authentication failed"

@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::gateway::{Gateway, Live};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
-use crate::proxy::{Tunnels, Upstream};
+use crate::proxy::Upstream;
 use crate::store::{Store, StoreCell, StoreError};
 use crate::token::TokenFormat;
 
@@ -223,7 +223,6 @@ pub async fn start_with_store(
         format: TokenFormat::new(&config.tokens.prefix),
         lockout: Lockout::new(clock.clone()),
         trusted: TrustedProxies::new(config.trusted_proxy_nets()),
-        tunnels: Tunnels::default(),
         clock,
         metrics,
         public_url: Some(config.server.public_url.trim_end_matches('/').to_string())
@@ -235,6 +234,7 @@ pub async fn start_with_store(
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
         max_header_bytes: config.server.max_header_bytes,
+        min_body_bytes_per_second: config.server.min_body_bytes_per_second,
     };
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let shutdown = CancellationToken::new();
@@ -303,9 +303,6 @@ pub async fn start_with_store(
             let _ = admin.await;
         }
         drain(&connections, grace).await;
-        gw.tunnels.cancel.cancel();
-        gw.tunnels.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), gw.tunnels.tracker.wait()).await;
         let _ = housekeeping.await;
         if let Some(opener) = opener {
             // Returns once an attempt in progress is over: a store it opened is closed below.

@@ -10,10 +10,15 @@
 //!   and a response the client stops reading (no byte accepted by the socket
 //!   for that long: the connection is dropped).
 //!
-//! A request body that stalls for `header_read_timeout_ms` ends with
-//! [`BodyStalled`] (see [`StallGuard`]), and `max_connections` caps the
-//! connections a listener serves at once ([`ConnectionCap`]): beyond it, new
-//! connections wait (in the kernel's accept queue) until one closes.
+//! A request body that stalls for `header_read_timeout_ms`, or arrives slower
+//! than `min_body_bytes_per_second`, ends with [`BodyStalled`] (see
+//! [`StallGuard`]). An HTTP/2 client that stops reading blocks a stream
+//! through flow control, not the socket: a response body it has not taken
+//! for `idle_timeout_ms` ends the connection too. `max_connections` caps the
+//! connections a listener serves at once ([`ConnectionCap`]), WebSocket
+//! tunnels included (they hold their connection's slot, see [`ConnHold`]):
+//! beyond it, new connections wait (in the kernel's accept queue) until one
+//! closes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,7 +40,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,9 +63,57 @@ pub struct ConnInfo {
     /// The peer's IP, ready for `X-Forwarded-For`.
     pub peer_ip_header: HeaderValue,
     pub tls: bool,
-    /// The longest pause allowed in a request body (`header_read_timeout_ms`),
-    /// for the handlers that read bodies (see [`BodyGap`]).
-    pub body_gap: Duration,
+    /// How a request body must keep arriving, for the handlers that read
+    /// bodies (see [`BodyGap`]).
+    pub body_pace: BodyPace,
+    /// For work that outlives the HTTP exchange on this connection.
+    pub hold: ConnHold,
+}
+
+/// How a request body must keep arriving.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    /// The longest pause (`header_read_timeout_ms`).
+    pub gap: Duration,
+    /// The slowest rate in bytes per second, counted over each `gap` spent
+    /// waiting for the client (`min_body_bytes_per_second`); 0 = none.
+    pub min_rate: u64,
+}
+
+/// A connection's slot under `max_connections` and the tracker its listener
+/// drains at shutdown. A WebSocket tunnel outlives the HTTP exchange that
+/// opened it; run with [`ConnHold::spawn`], it keeps the slot until it ends
+/// and is given the shutdown grace like any connection.
+#[derive(Clone)]
+pub struct ConnHold {
+    slot: Option<Arc<OwnedSemaphorePermit>>,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for ConnHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnHold")
+    }
+}
+
+impl ConnHold {
+    /// A hold on nothing: for requests made outside a listener (tests).
+    pub fn detached() -> ConnHold {
+        ConnHold {
+            slot: None,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Runs `task` as part of this connection: it holds the slot and is
+    /// waited for (up to the grace) at shutdown, then dropped.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let slot = self.slot.clone();
+        self.tracker.spawn(async move {
+            task.await;
+            drop(slot);
+        });
+    }
 }
 
 impl ConnInfo {
@@ -75,6 +128,16 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
+    pub min_body_bytes_per_second: u64,
+}
+
+impl Limits {
+    pub fn body_pace(&self) -> BodyPace {
+        BodyPace {
+            gap: self.header_read_timeout,
+            min_rate: self.min_body_bytes_per_second,
+        }
+    }
 }
 
 /// How many connections a listener serves at once, shared by all the
@@ -233,13 +296,17 @@ pub async fn serve<H: Handler>(
         let builder = builder.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let hold = ConnHold {
+            slot: Some(Arc::new(slot)),
+            tracker: tracker.clone(),
+        };
         tracker.spawn(async move {
-            connection(stream, peer, tls, handler, builder, limits, shutdown).await;
-            drop(slot);
+            connection(stream, peer, tls, handler, builder, limits, shutdown, hold).await;
         });
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection<H: Handler>(
     stream: TcpStream,
     peer: SocketAddr,
@@ -248,6 +315,7 @@ async fn connection<H: Handler>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: Limits,
     shutdown: CancellationToken,
+    hold: ConnHold,
 ) {
     let activity = Arc::new(Activity::new());
     let peer_ip = crate::net::canonical(peer.ip());
@@ -256,7 +324,8 @@ async fn connection<H: Handler>(
         peer_ip_header: HeaderValue::from_str(&peer_ip.to_string())
             .unwrap_or(HeaderValue::from_static("unknown")),
         tls: tls.is_some(),
-        body_gap: limits.header_read_timeout,
+        body_pace: limits.body_pace(),
+        hold,
     });
     match tls {
         None => {
@@ -315,15 +384,21 @@ async fn drive<H, I>(
             let handler = handler.clone();
             let info = info.clone();
             let guard = InFlight::begin(activity.clone());
+            let activity = activity.clone();
             async move {
                 // Boxed: hyper keeps a box the size of this future for the
                 // connection's whole life (HTTP/1's in-flight slot), so with
                 // the handler's ~4 KB future inline an idle keep-alive
                 // connection would hold it; boxed, it is freed with the request.
                 let resp = Box::pin(handler.handle(req, &info)).await;
+                // Only HTTP/2 needs to know who a response body waits on: over
+                // HTTP/1 a client that stops reading blocks the socket itself.
+                let pending = (activity.h2.load(Ordering::Relaxed) && !resp.body().is_end_stream())
+                    .then(|| Handed::new(activity));
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                     inner: body,
                     _guard: guard,
+                    handed: pending,
                 }))
             }
         })
@@ -386,6 +461,12 @@ struct Activity {
     /// Since when a write to the client waits for the socket (NONE: it does not).
     write_blocked_since: AtomicU64,
     write_blocked: tokio::sync::Notify,
+    /// HTTP/2 response bodies whose last frame was handed to the client's
+    /// stream and that have not been asked for the next one since: they wait
+    /// on the client's flow-control window, not on the upstream.
+    handed_bodies: AtomicU32,
+    /// When a response body of this connection last moved (ms).
+    body_moved: AtomicU64,
 }
 
 impl Activity {
@@ -400,6 +481,8 @@ impl Activity {
             first_read_seen: AtomicBool::new(false),
             write_blocked_since: AtomicU64::new(NONE),
             write_blocked: tokio::sync::Notify::new(),
+            handed_bodies: AtomicU32::new(0),
+            body_moved: AtomicU64::new(0),
         }
     }
 
@@ -442,6 +525,16 @@ impl Activity {
         if blocked != NONE {
             return Some((
                 blocked.saturating_add(limits.idle_timeout.as_millis() as u64),
+                Verdict::WriteStalled,
+            ));
+        }
+        if self.handed_bodies.load(Ordering::Acquire) > 0 {
+            // Every response body of the connection has stood still while
+            // one waits on the client: the client stopped reading.
+            return Some((
+                self.body_moved
+                    .load(Ordering::Relaxed)
+                    .saturating_add(limits.idle_timeout.as_millis() as u64),
                 Verdict::WriteStalled,
             ));
         }
@@ -507,6 +600,56 @@ impl Drop for InFlight {
 pub struct TrackedBody {
     inner: RespBody,
     _guard: InFlight,
+    /// HTTP/2 only: whether the body waits on the client.
+    handed: Option<Handed>,
+}
+
+/// An HTTP/2 response body's part in [`Activity::handed_bodies`]: counted
+/// from the moment a frame is handed over until the body is asked for the
+/// next one (hyper asks only once the client's window has room).
+struct Handed {
+    activity: Arc<Activity>,
+    counted: bool,
+}
+
+impl Handed {
+    fn new(activity: Arc<Activity>) -> Handed {
+        Handed {
+            activity,
+            counted: false,
+        }
+    }
+
+    /// The body is asked for its next frame: it no longer waits on the client.
+    fn asked(&mut self) {
+        self.activity
+            .body_moved
+            .store(self.activity.now_ms(), Ordering::Relaxed);
+        if std::mem::take(&mut self.counted) {
+            self.activity.handed_bodies.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A frame went to the client's stream; the next move is the client's.
+    fn handed(&mut self) {
+        if !self.counted {
+            self.counted = true;
+            if self.activity.handed_bodies.fetch_add(1, Ordering::AcqRel) == 0 {
+                self.activity
+                    .body_moved
+                    .store(self.activity.now_ms(), Ordering::Relaxed);
+                self.activity.write_blocked.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if self.counted {
+            self.activity.handed_bodies.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl Body for TrackedBody {
@@ -517,7 +660,18 @@ impl Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        let Some(handed) = &mut this.handed else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
+        handed.asked();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => handed.handed(),
+            Poll::Ready(_) => this.handed = None,
+            Poll::Pending => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -529,11 +683,14 @@ impl Body for TrackedBody {
     }
 }
 
-/// The error of a request body that stalled: the client sent no byte of it
-/// for the allowed gap.
+/// The error of a request body that the client did not keep sending.
 #[derive(Debug, thiserror::Error)]
-#[error("the client sent no request body bytes for {0} ms")]
-pub struct BodyStalled(pub u128);
+pub enum BodyStalled {
+    #[error("the client sent no request body bytes for {0} ms")]
+    Paused(u128),
+    #[error("the client sent its request body slower than {0} bytes per second")]
+    TooSlow(u64),
+}
 
 impl BodyStalled {
     /// Is `e`, or one of its sources, a stalled request body?
@@ -549,20 +706,28 @@ impl BodyStalled {
     }
 }
 
-/// The longest pause allowed in a request body (`header_read_timeout_ms`), put
-/// in a request's extensions by a handler that reads its body
-/// ([`ConnInfo::body_gap`]); only those pay for the extension map.
+/// How a request body must keep arriving ([`ConnInfo::body_pace`]), put in a
+/// request's extensions by a handler that reads its body; only those pay for
+/// the extension map.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyGap(pub Duration);
+pub struct BodyGap(pub BodyPace);
 
 /// A request body that fails with [`BodyStalled`] when, once asked for its
-/// next bytes, the client sends none for `gap`. The clock runs only while the
+/// next bytes, the client sends none for `gap`, or when it sends fewer than
+/// `min_rate` bytes per second over a `gap` of waiting for it (a body
+/// trickled in just under the pause limit). The clocks run only while the
 /// reader waits for the client, never while the reader itself is slow.
 pub struct StallGuard<B> {
     inner: B,
-    gap: Duration,
+    pace: BodyPace,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     progress: Arc<BodyProgress>,
+    /// Since when the reader waits for the client, if it does.
+    waiting_since: Option<Instant>,
+    /// Time spent waiting for the client in the current window, and the bytes
+    /// that came in it.
+    waited: Duration,
+    window_bytes: u64,
 }
 
 /// When a request body last moved: each frame read from the client, and its
@@ -587,10 +752,13 @@ impl BodyProgress {
 }
 
 impl<B: Body> StallGuard<B> {
-    pub fn new(inner: B, gap: Duration) -> StallGuard<B> {
+    pub fn new(inner: B, pace: BodyPace) -> StallGuard<B> {
         StallGuard {
             inner,
-            gap,
+            pace,
+            waiting_since: None,
+            waited: Duration::ZERO,
+            window_bytes: 0,
             timer: None,
             progress: Arc::new(BodyProgress {
                 start: Instant::now(),
@@ -622,16 +790,36 @@ where
             Poll::Ready(frame) => {
                 this.timer = None;
                 this.progress.moved();
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited += since.elapsed();
+                }
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    this.window_bytes += data.len() as u64;
+                }
+                let min_rate = this.pace.min_rate;
+                if min_rate > 0 && this.waited >= this.pace.gap {
+                    let waited_ms = this.waited.as_millis() as u64;
+                    if this.window_bytes.saturating_mul(1000) < min_rate.saturating_mul(waited_ms) {
+                        return Poll::Ready(Some(Err(Box::new(BodyStalled::TooSlow(min_rate)))));
+                    }
+                    this.waited = Duration::ZERO;
+                    this.window_bytes = 0;
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let gap = this.gap;
+                if this.waiting_since.is_none() {
+                    this.waiting_since = Some(Instant::now());
+                }
+                let gap = this.pace.gap;
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(Box::new(BodyStalled(gap.as_millis())))))
+                        Poll::Ready(Some(Err(Box::new(BodyStalled::Paused(gap.as_millis())))))
                     }
                     Poll::Pending => Poll::Pending,
                 }

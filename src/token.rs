@@ -113,6 +113,35 @@ impl TokenFormat {
         }
     }
 
+    /// Does `text` hold something token-shaped: our prefix, at the start or
+    /// after a character that is not a letter or digit, then the 36 letters
+    /// and digits of a token (checksum or not: a mistyped token is a secret
+    /// too). Used on query strings, where a token would end up in access logs.
+    pub fn appears_in(&self, text: &[u8]) -> bool {
+        let lead = self.lead.as_bytes();
+        let mut from = 0;
+        while let Some(found) = text[from..].windows(lead.len()).position(|w| w == lead) {
+            let at = from + found;
+            let boundary = at == 0 || !text[at - 1].is_ascii_alphanumeric();
+            let body = &text[at + lead.len()..];
+            if boundary
+                && body.len() >= BODY_LEN
+                && body[..BODY_LEN].iter().all(u8::is_ascii_alphanumeric)
+            {
+                return true;
+            }
+            from = at + 1;
+        }
+        false
+    }
+
+    /// Does a URL query string hold a token, plain or `%`-encoded?
+    pub fn in_query(&self, query: &str) -> bool {
+        let decoded: std::borrow::Cow<'_, [u8]> =
+            percent_encoding::percent_decode_str(query).into();
+        self.appears_in(&decoded)
+    }
+
     /// Checks length, alphabet and checksum, touching nothing else.
     pub fn check(&self, s: &str) -> Result<(), Malformed> {
         // The length first: the cheapest test, and most made-up tokens fail it.
@@ -280,5 +309,29 @@ mod tests {
             TokenHash::from_hex(&upper).map(|h| h.to_hex()),
             Some(upper.to_lowercase())
         );
+    }
+
+    #[test]
+    fn a_token_is_found_anywhere_in_a_text() {
+        let f = TokenFormat::new("tg");
+        let t = f.generate().unwrap();
+        let token = t.expose();
+        for text in [
+            token.to_string(),
+            format!("access_token={token}"),
+            format!("a=1&b={token}&c=2"),
+            format!("x={}", &token[..token.len()]),
+        ] {
+            assert!(f.appears_in(text.as_bytes()), "{}", text.len());
+        }
+        for text in [
+            "jql=project%3DDEMO",
+            "label=tg_short",
+            "xtg_000000000000000000000000000000000000",
+            "tg_00000000000000000000000000000000000",
+            "",
+        ] {
+            assert!(!f.appears_in(text.as_bytes()), "{text}");
+        }
     }
 }

@@ -90,6 +90,13 @@ async fn audit_events_carry_who_what_where_and_never_a_secret() {
         .send()
         .await
         .unwrap();
+    // carol's token given with bob's name: two people, both named.
+    s.http
+        .get(s.url("/rest/api/2/myself"))
+        .basic_auth("bob", Some(&token))
+        .send()
+        .await
+        .unwrap();
     let resp = s
         .http
         .delete(api("/admin/failedLogins/JIRAUSER10300"))
@@ -155,17 +162,26 @@ async fn audit_events_carry_who_what_where_and_never_a_secret() {
             "unknown_token",
             "unknown_token",
             "wrong_password",
-            "malformed_token"
+            "malformed_token",
+            "wrong_user"
         ]
     );
-    assert_eq!(failed[0]["user"], "carol");
+    let wrong_user = failed[5];
+    assert_eq!(wrong_user["claimed_user"], "bob");
+    assert_eq!(wrong_user["token_owner_key"], "JIRAUSER10300");
+    assert_eq!(wrong_user["token_id"], id);
+    assert_eq!(failed[0]["claimed_user"], "carol");
+    assert_eq!(
+        failed[0]["token_owner_key"], "",
+        "nobody owns an unknown token"
+    );
     assert_eq!(failed[0]["request_id"], "fail-0");
     assert_eq!(failed[0]["client_ip"], "127.0.0.1");
     for f in &failed {
         for field in [
             "reason",
-            "user",
-            "user_key",
+            "claimed_user",
+            "token_owner_key",
             "token_id",
             "client_ip",
             "request_id",

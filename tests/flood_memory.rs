@@ -26,7 +26,12 @@ fn a_million_distinct_failing_users_and_addresses_stay_bounded() {
     let throttle = IpThrottle::new(30, clock.clone());
     let before = rss_kb();
     for i in 0..1_000_000u32 {
-        lockout.failure(&format!("attacker-{i:07}"), 3, 900);
+        lockout.failure(
+            &format!("attacker-{i:07}"),
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            3,
+            900,
+        );
         // Distinct /64s, so IPv6 keying does not fold them together.
         let ip = IpAddr::V6(Ipv6Addr::new(
             0x2001,

@@ -90,7 +90,12 @@ async fn a_request_body_that_stalls_for_the_header_timeout_is_answered_408_and_c
 #[tokio::test]
 async fn a_slow_body_that_keeps_moving_is_not_cut_off() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream.url(), |c| c.server.header_read_timeout_ms = 500).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| {
+        c.server.header_read_timeout_ms = 500;
+        // The pause rule alone: 50 bytes a second is below the default minimum rate.
+        c.server.min_body_bytes_per_second = 0;
+    })
+    .await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n")
         .await
@@ -114,6 +119,7 @@ async fn an_upload_that_keeps_moving_outlasts_the_response_timeout() {
     let upstream = EchoUpstream::start().await;
     let (gw, _dir) = gateway_for(&upstream.url(), |c| {
         c.server.header_read_timeout_ms = 500;
+        c.server.min_body_bytes_per_second = 0;
         c.upstream.response_timeout_ms = 1_000;
     })
     .await;

@@ -191,12 +191,12 @@ async fn identity_headers_sent_by_a_client_never_reach_the_upstream() {
 }
 
 #[tokio::test]
-async fn upgrade_requests_are_tunnelled() {
+async fn websocket_upgrade_requests_are_tunnelled() {
     let upstream = EchoUpstream::start().await;
     let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(
-        b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .unwrap();
@@ -217,9 +217,9 @@ async fn upgrade_requests_are_tunnelled() {
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: echo"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
     let seen = upstream.last();
-    assert_eq!(values(&seen.headers, "upgrade"), ["echo"]);
+    assert_eq!(values(&seen.headers, "upgrade"), ["websocket"]);
     assert_eq!(values(&seen.headers, "connection"), ["upgrade"]);
     for msg in [&b"ping"[..], b"hello through the tunnel"] {
         s.write_all(msg).await.unwrap();

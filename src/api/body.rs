@@ -9,10 +9,13 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
 use crate::error::ErrorReply;
-use crate::server::{BodyGap, BodyStalled, StallGuard};
+use crate::server::{BodyGap, BodyPace, BodyStalled, StallGuard};
 
-/// The pause allowed in a body when the server did not say (it always does).
-const DEFAULT_BODY_GAP: std::time::Duration = std::time::Duration::from_secs(10);
+/// How a body must arrive when the server did not say (it always does).
+const DEFAULT_BODY_PACE: BodyPace = BodyPace {
+    gap: std::time::Duration::from_secs(10),
+    min_rate: 0,
+};
 
 pub const MAX_DESCRIPTION_CHARS: usize = 255;
 
@@ -48,11 +51,11 @@ pub async fn json_object(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let gap = req
+    let pace = req
         .extensions()
         .get::<BodyGap>()
-        .map_or(DEFAULT_BODY_GAP, |g| g.0);
-    let body = StallGuard::new(req.into_body(), gap);
+        .map_or(DEFAULT_BODY_PACE, |g| g.0);
+    let body = StallGuard::new(req.into_body(), pace);
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
@@ -87,23 +90,47 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ErrorReply> {
     }
 }
 
-/// Adds an error for each field not in `known`.
+/// The key under which unknown fields whose names are not shown are reported.
+pub const UNNAMED_FIELD: &str = "(unknown field)";
+
+/// Adds an error for each field not in `known`. A field name is quoted back
+/// only when it reads as a field name (letters and digits, at most 64): any
+/// other name could be a token or a password pasted in the wrong place, and
+/// errors never echo a secret.
 pub fn unknown_fields(
     obj: &Map<String, Value>,
     known: &[&str],
     errors: &mut BTreeMap<String, String>,
 ) {
+    let plain = |k: &str| {
+        (1..=64).contains(&k.len())
+            && k.starts_with(|c: char| c.is_ascii_alphabetic())
+            && k.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
     for key in obj.keys() {
         if !known.contains(&key.as_str()) {
+            let shown = if plain(key) {
+                key.as_str()
+            } else {
+                UNNAMED_FIELD
+            };
             errors.insert(
-                key.clone(),
+                shown.to_string(),
                 format!("unknown field; expected one of {}", known.join(", ")),
             );
         }
     }
 }
 
-/// `tokenDescription`: required, 1 to 255 characters, no control characters.
+/// Characters that reorder text when it is displayed (U+202A–U+202E,
+/// U+2066–U+2069): a description with them can show something else than it
+/// holds ("Trojan Source"), so they are refused like control characters.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `tokenDescription`: required, 1 to 255 characters, no control or
+/// bidirectional-override characters.
 pub fn description(
     obj: &Map<String, Value>,
     errors: &mut BTreeMap<String, String>,
@@ -115,8 +142,8 @@ pub fn description(
         Some(Value::String(s)) if s.chars().count() > MAX_DESCRIPTION_CHARS => {
             "must be at most 255 characters"
         }
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
-            "must not contain control characters"
+        Some(Value::String(s)) if s.chars().any(|c| c.is_control() || is_bidi_control(c)) => {
+            "must not contain control characters or text-direction overrides"
         }
         Some(Value::String(s)) => return Some(s.clone()),
         Some(_) => "must be a string",

@@ -3,6 +3,7 @@
 //! is ever forwarded.
 
 mod body;
+pub mod path;
 pub mod validity;
 
 use std::collections::BTreeMap;
@@ -27,39 +28,13 @@ use validity::Requested;
 pub const API_ROOT: &str = "/rest/de.resolution.apitokenauth";
 const MAX_PAGE_LIMIT: u64 = 50;
 
-/// Is this path ours? Compared case-insensitively, after percent-decoding and
-/// with repeated slashes folded, so no spelling of it reaches the upstream.
-pub fn is_api_path(path: &str) -> bool {
-    if path.starts_with(API_ROOT) {
-        return true;
-    }
-    // Only odd spellings need the slow path: escapes, doubled slashes, other case.
-    let odd = path.contains('%')
-        || path.contains("//")
-        || path
-            .as_bytes()
-            .windows(12)
-            .any(|w| w[0] | 0x20 == b'a' && w.eq_ignore_ascii_case(b"apitokenauth"));
-    if !odd {
-        return false;
-    }
-    let decoded = percent_decode_str(path)
-        .decode_utf8_lossy()
-        .to_ascii_lowercase();
-    let mut folded = String::with_capacity(decoded.len());
-    for c in decoded.chars() {
-        if !(c == '/' && folded.ends_with('/')) {
-            folded.push(c);
-        }
-    }
-    folded.starts_with(API_ROOT)
-}
-
 /// A management API caller.
 struct ApiCaller {
     identity: Identity,
     /// The caller's own `Authorization`, when they came with a password.
     password_auth: Option<HeaderValue>,
+    /// Came with a READ_ONLY token: may look, never change anything.
+    read_only: bool,
 }
 
 impl ApiCaller {
@@ -146,9 +121,10 @@ async fn serve(
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
+        // The method is not quoted back: it is the client's text, and could be anything.
         return Err(ErrorReply::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            format!("Method {} is not allowed here", req.method()),
+            format!("This method is not allowed here; allowed: {allow}"),
         )
         .with_header(
             ALLOW,
@@ -161,6 +137,13 @@ async fn serve(
         _ => {}
     }
     let caller = authenticate(gw, req.headers(), ctx, live).await?;
+    if caller.read_only && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        gw.metrics.decision(crate::metrics::Decision::ReadOnly);
+        audit_failure(ctx, None, None, "read_only_scope");
+        return Err(forbidden(
+            "This token is read-only: it can list tokens but not create, change or delete them",
+        ));
+    }
     match (route, req.method().clone()) {
         (Route::Tokens, Method::GET) => list_tokens(gw, &caller),
         (Route::Tokens, _) => create_token(gw, req, &caller, ctx, live).await,
@@ -191,7 +174,7 @@ async fn authenticate(
             ..unauthorized()
         }),
         Credential::OtherScheme => {
-            audit_failure(ctx, None, None, None, "unsupported_scheme_on_api");
+            audit_failure(ctx, None, None, "unsupported_scheme_on_api");
             Err(unauthorized())
         }
         Credential::Unreadable => Err(gw.failed(ctx, live, None, None, "unreadable_authorization")),
@@ -210,11 +193,12 @@ async fn authenticate(
                     is_admin,
                 },
                 password_auth: None,
+                read_only: entry.scope == Scope::ReadOnly,
             })
         }
         Credential::Password { user } => {
-            if let Some(lock) = gw.lockout.locked(&user) {
-                audit_failure(ctx, Some(&user), None, None, "locked");
+            if let Some(lock) = gw.lockout.locked(&user, ctx.client_ip) {
+                audit_failure(ctx, Some(&user), None, "locked");
                 return Err(locked(lock, gw.clock.now_ms()));
             }
             let header = headers
@@ -223,10 +207,11 @@ async fn authenticate(
                 .ok_or_else(unauthorized)?;
             match live.identity.by_password(&header, &live.config.auth).await {
                 Ok(identity) => {
-                    gw.lockout.success(&user);
+                    gw.lockout.success(&user, ctx.client_ip);
                     Ok(ApiCaller {
                         identity: (*identity).clone(),
                         password_auth: Some(header),
+                        read_only: false,
                     })
                 }
                 Err(IdentityError::BadCredentials) => {
@@ -769,6 +754,23 @@ impl FilterQuery {
         }
     }
 
+    /// Where the page starts; 400 when that is beyond any number a JSON
+    /// client reads exactly (2^53 − 1), instead of an offset that wrapped.
+    fn offset(&self) -> Result<u64, ErrorReply> {
+        const MAX_SAFE: u64 = (1 << 53) - 1;
+        match self.page.checked_mul(self.limit) {
+            Some(offset) if offset <= MAX_SAFE => Ok(offset),
+            _ => {
+                let mut f = BTreeMap::new();
+                f.insert(
+                    "page".to_string(),
+                    format!("is too large: page × limit must be at most {MAX_SAFE}"),
+                );
+                Err(ErrorReply::fields(f))
+            }
+        }
+    }
+
     fn filter(&self) -> Filter {
         Filter {
             not_valid_after: self.not_valid_after.filter(|&n| n >= 0).map(|n| n as u64),
@@ -920,7 +922,7 @@ async fn tokens_by_filter(
 ) -> Result<Response<RespBody>, ErrorReply> {
     admin_only(caller)?;
     let q = FilterQuery::parse(req.uri().query())?;
-    let offset = q.page.saturating_mul(q.limit);
+    let offset = q.offset()?;
     let page = store(gw)?
         .filter(q.filter(), offset, q.limit)
         .await
@@ -1007,6 +1009,15 @@ fn openapi() -> Response<RespBody> {
     resp
 }
 
+/// Is this the lockout's 403?
+fn is_lockout(reply: &ErrorReply) -> bool {
+    reply.status == StatusCode::FORBIDDEN
+        && reply
+            .headers
+            .iter()
+            .any(|(name, value)| name == "x-authentication-denied-reason" && value == "LOCKED")
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AuthTestOut {
@@ -1033,6 +1044,12 @@ async fn auth_test(
         {
             return reply.into_response();
         }
+        // A lockout is told like any failure: authTest never says whether
+        // a named user is locked.
+        Err(reply) if is_lockout(&reply) => AuthTestOut {
+            is_successful_authentication: false,
+            authentication_failure_details: Some(unauthorized().messages.join("; ")),
+        },
         Err(reply) => AuthTestOut {
             is_successful_authentication: false,
             authentication_failure_details: Some(reply.messages.join("; ")),

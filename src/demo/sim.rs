@@ -1,7 +1,10 @@
 //! A simulated Jira or Confluence Data Center: enough of their REST API for
 //! the demo and the tests — who am I, permissions, user look-ups, a sample
-//! issue — with Basic passwords, personal access tokens, header-based SSO
-//! behind a shared secret, and a CAPTCHA after repeated failed logins.
+//! issue, the load balancer's `/status` — with Basic passwords, personal
+//! access tokens, header-based SSO behind a shared secret, a CAPTCHA after
+//! repeated failed logins, and session cookies: as Jira does, a login by
+//! password or by trusted header answers with `Set-Cookie: JSESSIONID`, and
+//! that cookie alone logs the next request in.
 //!
 //! Every request it receives is recorded, so tests can prove what reached
 //! the upstream and what did not.
@@ -122,6 +125,8 @@ struct State {
     config: SimConfig,
     seen: Mutex<Vec<Seen>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Session id → username.
+    sessions: Mutex<HashMap<String, String>>,
 }
 
 const MAX_SEEN: usize = 10_000;
@@ -142,6 +147,7 @@ impl SimUpstream {
             config,
             seen: Mutex::new(Vec::new()),
             failures: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         let (s, st) = (state.clone(), stop.clone());
@@ -208,9 +214,25 @@ fn jira_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 enum Who {
     Anonymous,
+    /// Logged in by this request's credentials (a new session is made).
     User(SimUser),
+    /// Logged in by a session cookie.
+    Session(SimUser),
     BadPassword,
     Captcha,
+}
+
+/// The user of a `JSESSIONID` cookie, if it names a session.
+fn session_user(state: &State, headers: &HeaderMap) -> Option<SimUser> {
+    let sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let id = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("JSESSIONID="))?;
+    let name = sessions.get(id)?;
+    state.config.users.iter().find(|u| &u.name == name).cloned()
 }
 
 fn authenticate(state: &State, headers: &HeaderMap) -> Who {
@@ -232,7 +254,10 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Who {
         }
     }
     let Some(auth) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Who::Anonymous;
+        return match session_user(state, headers) {
+            Some(u) => Who::Session(u),
+            None => Who::Anonymous,
+        };
     };
     if let Some(token) = auth.strip_prefix("Bearer ") {
         return match cfg.pats.get(token.trim()) {
@@ -323,9 +348,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         Ok(b) => b.to_bytes().len(),
         Err(_) => 0,
     };
-    let who = authenticate(state, &parts.headers);
+    // The load balancer's health check answers before any login is looked
+    // at, whatever credentials come with it (as a public page does).
+    let who = if parts.uri.path() == "/status" {
+        Who::Anonymous
+    } else {
+        authenticate(state, &parts.headers)
+    };
     let user = match &who {
-        Who::User(u) => Some(u.clone()),
+        Who::User(u) | Who::Session(u) => Some(u.clone()),
         _ => None,
     };
     if let Ok(mut seen) = state.seen.lock() {
@@ -364,10 +395,23 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             );
             r
         }
-        Who::Anonymous | Who::User(_) => {
+        Who::Anonymous | Who::User(_) | Who::Session(_) => {
             route(state, &parts.method, &parts.uri, user.as_ref(), body_len)
         }
     };
+    if let Who::User(u) = &who {
+        // A login that worked: Seraph says so, and a session starts.
+        resp.headers_mut()
+            .insert("x-seraph-loginreason", HeaderValue::from_static("OK"));
+        let id = format!("{:032x}", rand::random::<u128>());
+        if let Ok(v) = HeaderValue::from_str(&format!("JSESSIONID={id}; Path=/; HttpOnly")) {
+            resp.headers_mut().append(http::header::SET_COOKIE, v);
+        }
+        let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() < MAX_SEEN {
+            sessions.insert(id, u.name.clone());
+        }
+    }
     let name = user
         .as_ref()
         .map(|u| u.name.as_str())
@@ -404,6 +448,7 @@ fn route(
         })
     };
     match (cfg.product, method.as_str(), path) {
+        (_, "GET", "/status") => json_reply(StatusCode::OK, json!({"state": "RUNNING"})),
         (Product::Jira, "GET", "/rest/api/2/serverInfo") => json_reply(
             StatusCode::OK,
             json!({"baseUrl": base, "version": "9.12.0", "deploymentType": "Server", "serverTitle": "Simulated Jira"}),

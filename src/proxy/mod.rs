@@ -17,12 +17,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, UpstreamUrl};
 use crate::error::{ErrorReply, RespBody};
-use crate::server::{BodyStalled, StallGuard};
+use crate::server::{BodyPace, BodyStalled, ConnHold, StallGuard};
 use headers::ProtectedNames;
 pub use pool::UpstreamBody;
 use pool::{Pool, SendError};
@@ -98,13 +96,6 @@ fn client_body_failed(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Where an upgraded connection's tunnel runs; cancelled at shutdown.
-#[derive(Debug, Clone, Default)]
-pub struct Tunnels {
-    pub tracker: TaskTracker,
-    pub cancel: CancellationToken,
-}
-
 /// How the client reached us, for `X-Forwarded-*`.
 pub struct Origin<'a> {
     pub peer_ip: &'a HeaderValue,
@@ -127,8 +118,8 @@ pub struct Upstream {
     host: HeaderValue,
     preserve_host: bool,
     response_timeout: Duration,
-    /// Longest pause allowed in a client's request body (`header_read_timeout_ms`).
-    body_gap: Duration,
+    /// How a client's request body must keep arriving.
+    body_pace: BodyPace,
 }
 
 /// The TLS client configuration for HTTPS upstreams: the system's roots, or
@@ -198,7 +189,10 @@ impl Upstream {
             host,
             preserve_host: u.preserve_host,
             response_timeout: Duration::from_millis(u.response_timeout_ms),
-            body_gap: Duration::from_millis(config.server.header_read_timeout_ms),
+            body_pace: BodyPace {
+                gap: Duration::from_millis(config.server.header_read_timeout_ms),
+                min_rate: config.server.min_body_bytes_per_second,
+            },
         }))
     }
 
@@ -227,6 +221,7 @@ impl Upstream {
         protected: &ProtectedNames,
     ) -> Result<Option<HeaderValue>, ProxyError> {
         if req.method() == Method::CONNECT {
+            // Refused before routing already; kept so this never forwards one.
             return Err(ProxyError::BadTarget("CONNECT is not supported"));
         }
         let pq = match req.uri().path_and_query() {
@@ -249,9 +244,18 @@ impl Upstream {
         {
             *req.uri_mut() = self.uri_for(&pq)?;
         }
+        if req.version() == Version::HTTP_2 {
+            // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one.
+            headers::join_cookies(req.headers_mut());
+        }
         let upgrade = headers::strip_hop_by_hop(req.headers_mut());
-        // Upgrade exists in HTTP/1.1 only.
-        let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
+        // Upgrade exists in HTTP/1.1 only, and only WebSocket is tunnelled:
+        // any other protocol (`h2c`, say) is taken off the request, so the
+        // upstream never switches to something tokengate cannot see into.
+        let upgrade = upgrade.filter(|p| {
+            req.version() == Version::HTTP_11
+                && p.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
+        });
         // The upstream connection is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;
         let h = req.headers_mut();
@@ -304,7 +308,7 @@ impl Upstream {
             SendError::Request(e) => (e, false),
         };
         if BodyStalled::is_cause_of(e) {
-            ProxyError::ClientStalled(self.body_gap.as_millis())
+            ProxyError::ClientStalled(self.body_pace.gap.as_millis())
         } else if client_body_failed(e) {
             ProxyError::BadTarget("the request body is malformed or ended early")
         } else if connect {
@@ -320,7 +324,7 @@ impl Upstream {
         &self,
         mut req: Request<Incoming>,
         upgrade: Option<HeaderValue>,
-        tunnels: &Tunnels,
+        hold: &ConnHold,
     ) -> Result<Response<RespBody>, ProxyError> {
         let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
@@ -328,7 +332,7 @@ impl Upstream {
         let (body, progress) = if body.is_end_stream() {
             (Either::Right(Full::new(Bytes::new())), None)
         } else {
-            let body = StallGuard::new(body, self.body_gap);
+            let body = StallGuard::new(body, self.body_pace);
             let progress = body.progress();
             (Either::Left(body), Some(progress))
         };
@@ -365,10 +369,11 @@ impl Upstream {
             };
             let upstream_side = hyper::upgrade::on(&mut resp);
             let protocol = resp.headers().get(header::UPGRADE).cloned();
-            let cancel = tunnels.cancel.clone();
             // Holds the upstream connection until the upgrade takes it over.
             let (mut parts, connection) = resp.into_parts();
-            tunnels.tracker.spawn(async move {
+            // Part of the client's connection: it keeps the connection's slot
+            // and gets the shutdown grace, after which it is dropped.
+            hold.spawn(async move {
                 let upgraded = tokio::join!(client_side, upstream_side);
                 drop(connection);
                 let (Ok(client), Ok(upstream)) = upgraded else {
@@ -377,11 +382,8 @@ impl Upstream {
                 };
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
-                tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        if let Err(e) = r { tracing::debug!(error = %e, "tunnel closed with an error"); }
-                    }
-                    _ = cancel.cancelled() => {}
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "tunnel closed with an error");
                 }
             });
             headers::strip_hop_by_hop(&mut parts.headers);

@@ -41,7 +41,8 @@ pub struct Seen {
 /// An upstream that records every request and answers by path:
 /// - `/download/<n>`: streams `n` bytes;
 /// - `/slow`: answers after 30 s;
-/// - `/upgrade`: `101 Switching Protocols` to `echo`, then echoes bytes;
+/// - `/upgrade` with an `Upgrade` header: `101 Switching Protocols` to the
+///   protocol asked for, then echoes bytes;
 /// - anything else: JSON describing the request.
 pub struct EchoUpstream {
     pub addr: SocketAddr,
@@ -105,7 +106,8 @@ async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<B
     let version = req.version();
     let headers = req.headers().clone();
     let path = req.uri().path().to_string();
-    if path == "/upgrade" {
+    if path == "/upgrade" && req.headers().contains_key("upgrade") {
+        let upgrade = headers["upgrade"].clone();
         seen.lock().unwrap().push(Seen {
             method,
             target,
@@ -133,7 +135,7 @@ async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<B
         });
         return Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("upgrade", "echo")
+            .header("upgrade", upgrade)
             .header("connection", "upgrade")
             .body(full(Bytes::new()))
             .unwrap();
