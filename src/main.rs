@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 DemoProduct::Confluence => Product::Confluence,
             };
             let listeners = Listeners {
-                public: Some(listen),
+                public: Some((listen, "--listen")),
                 admin: None,
             };
             block_on(
@@ -138,31 +138,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// The configured listeners, to say which one could not be opened.
+/// The configured listeners, to say which one could not be opened: each
+/// address with the setting it came from.
 struct Listeners {
-    public: Option<SocketAddr>,
+    public: Option<(SocketAddr, &'static str)>,
     admin: Option<SocketAddr>,
 }
 
 impl Listeners {
     fn of(config: &Config) -> Listeners {
         Listeners {
-            public: Some(config.server.listen),
+            public: Some((config.server.listen, "[server] listen")),
             admin: config.admin_listen_addr().ok().flatten(),
         }
     }
 
-    /// The start error in the operator's terms: which listener, which key.
+    /// The start error in the operator's terms: which listener, which setting.
     fn describe(&self, error: &tokengate::StartError) -> String {
         let tokengate::StartError::Bind { addr, source } = error else {
             return error.to_string();
         };
-        let which = if self.admin == Some(*addr) {
-            " (the admin listener for /healthz, /readyz and /metrics, [server] admin_listen)"
-        } else if self.public == Some(*addr) {
-            " (the public listener, [server] listen)"
-        } else {
-            ""
+        let which = match self.public {
+            _ if self.admin == Some(*addr) => {
+                " (the admin listener for /healthz, /readyz and /metrics, [server] admin_listen)"
+                    .to_string()
+            }
+            Some((public, setting)) if public == *addr => {
+                format!(" (the public listener, {setting})")
+            }
+            _ => String::new(),
         };
         format!("cannot listen on {addr}{which}: {source}")
     }
