@@ -7,88 +7,9 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use base64::Engine;
 use common::*;
-use serde_json::{Value, json};
-use tokengate::config::normalize_header_name;
-use tokengate::demo::sim::{Seen, SimConfig, SimUser};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-static PROBE: AtomicU64 = AtomicU64::new(0);
-
-/// A unique path, so each request can be found at the upstream.
-fn probe() -> String {
-    format!(
-        "/rest/api/2/issue/DEMO-1?identity-probe={}",
-        PROBE.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn seen_at(s: &JiraSetup, target: &str) -> Option<Seen> {
-    s.sim.seen().into_iter().find(|r| r.target == target)
-}
-
-/// Values of every header whose name is `name` in some spelling.
-fn spelled(headers: &http::HeaderMap, name: &str) -> Vec<String> {
-    let wanted = normalize_header_name(name);
-    headers
-        .iter()
-        .filter(|(k, _)| normalize_header_name(k.as_str()) == wanted)
-        .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect()
-}
-
-fn basic(user: &str, secret: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-    format!("Basic {pair}")
-}
-
-/// Writes `bytes` on a fresh connection; returns the answer and whether the
-/// gateway closed the connection within 5 s.
-async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
-}
-
-/// Writes `bytes` on a fresh connection and reads one response (head and
-/// `Content-Length` body), without waiting for the connection to close.
-async fn first_response(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = String::from_utf8_lossy(&out).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if out.len() >= end + 4 + len {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
-            .await
-            .expect("a whole response within 5 s")
-            .unwrap();
-        if n == 0 {
-            return text;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
+use serde_json::json;
+use tokengate::demo::sim::{SimConfig, SimUser};
 
 /// Client-sent lines forging the identity and the shared secret, in every
 /// spelling a server might fold into the real names.
@@ -127,7 +48,9 @@ async fn forged_identity_and_secret_headers_never_reach_the_upstream_under_any_c
             "GET {path} HTTP/1.1\r\nHost: h\r\n{auth_line}{FORGED}Connection: close\r\n\r\n"
         );
         let (out, _) = exchange(s.gw.addr(), req.as_bytes()).await;
-        let seen = seen_at(&s, &path).unwrap_or_else(|| panic!("{auth_line} not forwarded: {out}"));
+        let seen = s
+            .seen_at(&path)
+            .unwrap_or_else(|| panic!("{auth_line} not forwarded: {out}"));
         let identity = spelled(&seen.headers, "X-Remote-User");
         let secret = spelled(&seen.headers, "X-Gateway-Secret");
         if token_path {
@@ -149,28 +72,26 @@ async fn forged_identity_and_secret_headers_never_reach_the_upstream_under_any_c
 async fn forged_identity_headers_over_http2_never_reach_the_upstream() {
     let s = JiraSetup::jira().await;
     let token = s.token_for("alice").await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
     for with_token in [false, true] {
         let path = probe();
-        let mut req = h2
-            .get(s.url(&path))
+        let caller = if with_token {
+            s.with_token(&token)
+        } else {
+            s.anonymous()
+        };
+        let resp = caller
+            .over(http2_client())
             .header("x-remote-user", "admin")
             .header("x_remote_user", "admin")
             .header("x.remote.user", "admin")
             .header("x-gateway-secret", "forged")
-            .header("x_gateway_secret", SECRET);
-        if with_token {
-            req = req.bearer_auth(&token);
-        }
-        let resp = req.send().await.unwrap();
+            .header("x_gateway_secret", SECRET)
+            .fetch(&path)
+            .await;
         assert_eq!(resp.version(), http::Version::HTTP_2);
         // Anonymous callers get the upstream's own 401: the forged headers did not count.
         assert_eq!(resp.status(), if with_token { 200 } else { 401 });
-        let seen = seen_at(&s, &path).unwrap();
+        let seen = s.seen_at(&path).unwrap();
         if with_token {
             assert_eq!(spelled(&seen.headers, "x-remote-user"), ["alice"]);
             assert_eq!(spelled(&seen.headers, "x-gateway-secret"), [SECRET]);
@@ -241,18 +162,11 @@ async fn a_bare_lf_line_is_its_own_header_and_is_stripped_like_any_other() {
     // Forwarded as an anonymous request: the upstream's own 401.
     assert!(out.starts_with("HTTP/1.1 401"), "{out}");
     assert!(out.contains("x-ausername: anonymous"), "{out}");
-    let seen = seen_at(&s, &path).unwrap();
+    let seen = s.seen_at(&path).unwrap();
     assert_eq!(values(&seen.headers, "x-innocent"), ["yes"]);
     assert!(spelled(&seen.headers, "x-remote-user").is_empty());
     assert!(spelled(&seen.headers, "x-gateway-secret").is_empty());
     assert_eq!(seen.user, None);
-}
-
-fn with_service_account(mut sim: SimConfig) -> SimConfig {
-    sim.users
-        .push(SimUser::new("svc", "JIRAUSER10900", "svc-pw", false));
-    sim.pats.insert("svc-pat".into(), "svc".into());
-    sim
 }
 
 #[tokio::test]
@@ -292,7 +206,7 @@ async fn connection_options_cannot_remove_what_tokengate_injects_in_any_mode() {
                 );
                 let out = first_response(s.gw.addr(), req.as_bytes()).await;
                 assert!(out.contains(" 200 "), "{mode} {connection:?}: {out}");
-                let seen = seen_at(s, &path).unwrap();
+                let seen = s.seen_at(&path).unwrap();
                 let what = format!("{mode} {version} {connection:?}");
                 assert_eq!(spelled(&seen.headers, "x-remote-user"), ["alice"], "{what}");
                 assert_eq!(
@@ -380,7 +294,7 @@ async fn origin_and_path_override_headers_of_an_untrusted_client_are_replaced_or
             "HTTP/1.1 200"
         };
         assert!(out.starts_with(expected), "{what}: {out}");
-        let seen = seen_at(&s, &path).unwrap();
+        let seen = s.seen_at(&path).unwrap();
         assert_eq!(
             spelled(&seen.headers, "x-forwarded-for"),
             ["127.0.0.1"],
@@ -421,7 +335,7 @@ async fn forwarded_and_path_overrides_are_removed_even_from_a_trusted_proxy() {
     );
     let (out, _) = exchange(s.gw.addr(), req.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    let seen = seen_at(&s, &path).unwrap();
+    let seen = s.seen_at(&path).unwrap();
     // What a trusted proxy states about the client is kept, the chain extended...
     assert_eq!(
         values(&seen.headers, "x-forwarded-for"),
@@ -460,39 +374,27 @@ async fn a_username_with_control_characters_never_becomes_a_header() {
         let name = name.replace(':', "");
         // The user asking for a token of their own: such a Basic user name is
         // unreadable, refused like any bad credential...
-        let resp = s
-            .http
-            .post(s.api("/user/token"))
-            .header("authorization", basic(&name, "pw"))
-            .json(&json!({"tokenDescription": "odd"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 401, "{name:?}");
+        let (status, _) = s
+            .with_authorization(&basic(&name, "pw"))
+            .post("/user/token", json!({"tokenDescription": "odd"}))
+            .await;
+        assert_eq!(status, 401, "{name:?}");
         // ...and an admin asking for one on their behalf.
-        let resp = s
-            .http
-            .post(s.api("/user/token"))
-            .basic_auth("admin", Some("admin"))
-            .json(&json!({"tokenDescription": "odd", "tokenForUserKey": key}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 400, "{name:?}");
-        let body: Value = resp.json().await.unwrap();
+        let (status, body) = s
+            .as_user("admin", "admin")
+            .post(
+                "/user/token",
+                json!({"tokenDescription": "odd", "tokenForUserKey": key}),
+            )
+            .await;
+        assert_eq!(status, 400, "{name:?}");
         assert!(body["errorMessages"][0].as_str().is_some(), "{body}");
     }
     // No token exists for any of them.
-    let all: Value = s
-        .http
-        .get(s.api("/user/tokensByFilter?notValidAfter=-1"))
-        .basic_auth("admin", Some("admin"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, all) = s
+        .as_user("admin", "admin")
+        .get("/user/tokensByFilter?notValidAfter=-1")
+        .await;
     assert_eq!(all["total"], 0, "{all}");
     // And no request ever carried an identity header but the gateway's own.
     for seen in s.sim.seen() {
@@ -547,11 +449,27 @@ async fn a_stored_owner_name_with_control_characters_is_refused_not_forwarded() 
     gw.stop().await;
 }
 
+/// A head of `prefix`, the `odd` bytes and the end of the line and head:
+/// answered 400, and nothing reaches the upstream.
+async fn assert_refused_unforwarded(
+    gw: &tokengate::Running,
+    upstream: &EchoUpstream,
+    prefix: &[u8],
+    odd: &[u8],
+) {
+    let before = upstream.seen().len();
+    let mut req = prefix.to_vec();
+    req.extend_from_slice(odd);
+    req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    let (out, _) = exchange(gw.addr(), &req).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{odd:?}: {out}");
+    assert_eq!(upstream.seen().len(), before);
+}
+
 #[tokio::test]
 async fn request_ids_with_odd_bytes_are_replaced_never_echoed() {
     let upstream = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = start(test_config(&upstream.url(), dir.path())).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     let odd: [&[u8]; 10] = [
         b"a b",
         b"<script>alert(1)</script>",
@@ -579,11 +497,7 @@ async fn request_ids_with_odd_bytes_are_replaced_never_echoed() {
         let made = echoed[0];
         assert_eq!(made.len(), 32, "{id:?}: {made}");
         assert!(made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
-        let seen = upstream
-            .seen()
-            .into_iter()
-            .find(|r| r.target == path)
-            .unwrap();
+        let seen = upstream.seen_at(&path).unwrap();
         assert_eq!(values(&seen.headers, "x-request-id"), [made], "{id:?}");
     }
     // Duplicates: the first plain one is kept, once, both ways.
@@ -598,21 +512,17 @@ async fn request_ids_with_odd_bytes_are_replaced_never_echoed() {
             .collect::<Vec<_>>(),
         ["x-request-id: ci-1"]
     );
-    let seen = upstream
-        .seen()
-        .into_iter()
-        .find(|r| r.target == "/rid/dup")
-        .unwrap();
+    let seen = upstream.seen_at("/rid/dup").unwrap();
     assert_eq!(values(&seen.headers, "x-request-id"), ["ci-1"]);
     // CR or NUL in it: refused before anything is forwarded.
     for bad in [&b"a\rb"[..], b"a\0b"] {
-        let before = upstream.seen().len();
-        let mut req = b"GET /rid/bad HTTP/1.1\r\nHost: h\r\nX-Request-Id: ".to_vec();
-        req.extend_from_slice(bad);
-        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-        let (out, _) = exchange(gw.addr(), &req).await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{bad:?}: {out}");
-        assert_eq!(upstream.seen().len(), before);
+        assert_refused_unforwarded(
+            &gw,
+            &upstream,
+            b"GET /rid/bad HTTP/1.1\r\nHost: h\r\nX-Request-Id: ",
+            bad,
+        )
+        .await;
     }
     gw.stop().await;
 }
@@ -620,8 +530,7 @@ async fn request_ids_with_odd_bytes_are_replaced_never_echoed() {
 #[tokio::test]
 async fn odd_bytes_in_host_are_refused_and_never_reach_x_forwarded_host() {
     let upstream = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = start(test_config(&upstream.url(), dir.path())).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     // A Host that is not a host and port is a bad request (RFC 9112 §3.2);
     // trailing whitespace is not part of the value.
     let path = "/host/ok";
@@ -632,24 +541,14 @@ async fn odd_bytes_in_host_are_refused_and_never_reach_x_forwarded_host() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    let seen = upstream
-        .seen()
-        .into_iter()
-        .find(|r| r.target == path)
-        .unwrap();
+    let seen = upstream.seen_at(path).unwrap();
     assert_eq!(
         values(&seen.headers, "x-forwarded-host"),
         ["jira.example.com"]
     );
     assert_eq!(values(&seen.headers, "host"), [upstream.addr.to_string()]);
     for bad in [&b"jira.example.com\xff"[..], b"a%0d%0ab"] {
-        let before = upstream.seen().len();
-        let mut req = b"GET /host/odd HTTP/1.1\r\nHost: ".to_vec();
-        req.extend_from_slice(bad);
-        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-        let (out, _) = exchange(gw.addr(), &req).await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{bad:?}: {out}");
-        assert_eq!(upstream.seen().len(), before);
+        assert_refused_unforwarded(&gw, &upstream, b"GET /host/odd HTTP/1.1\r\nHost: ", bad).await;
     }
     // CR, LF-continuation or NUL in Host: refused, nothing forwarded.
     for bad in [
@@ -657,13 +556,7 @@ async fn odd_bytes_in_host_are_refused_and_never_reach_x_forwarded_host() {
         b"jira\0",
         b"jira\r\n admin",
     ] {
-        let before = upstream.seen().len();
-        let mut req = b"GET /host/bad HTTP/1.1\r\nHost: ".to_vec();
-        req.extend_from_slice(bad);
-        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-        let (out, _) = exchange(gw.addr(), &req).await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{bad:?}: {out}");
-        assert_eq!(upstream.seen().len(), before);
+        assert_refused_unforwarded(&gw, &upstream, b"GET /host/bad HTTP/1.1\r\nHost: ", bad).await;
     }
     gw.stop().await;
 }
