@@ -7,24 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn gateway_for(
-    upstream: &EchoUpstream,
-    tweak: impl FnOnce(&mut tokengate::config::Config),
-) -> (tokengate::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&upstream.url(), dir.path());
-    tweak(&mut config);
-    (start(config).await, dir)
-}
-
 #[tokio::test]
 async fn path_and_query_are_forwarded_byte_for_byte() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     let targets = [
         "/rest/api/2/search?jql=project%20%3D%20DEMO&fields=summary,status",
         "/a%2Fb/c%20d",
@@ -47,14 +38,8 @@ async fn path_and_query_are_forwarded_byte_for_byte() {
 #[tokio::test]
 async fn a_path_prefix_of_the_upstream_url_is_kept() {
     let upstream = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(&format!("{}/jira/", upstream.url()), dir.path());
-    let gw = start(config).await;
-    let resp = client()
-        .get(format!("http://{}/rest/api/2/myself?x=%2F", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let (gw, _dir) = gateway_for(&format!("{}/jira/", upstream.url()), |_| {}).await;
+    let resp = gw.anonymous().fetch("/rest/api/2/myself?x=%2F").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(upstream.last().target, "/jira/rest/api/2/myself?x=%2F");
     gw.stop().await;
@@ -63,18 +48,12 @@ async fn a_path_prefix_of_the_upstream_url_is_kept() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped_both_ways() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     let req = "GET /echo HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Private-Hop\r\nX-Private-Hop: 1\r\n\
                Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\n\
                Proxy-Connection: keep-alive\r\nTrailer: X-T\r\nX-Kept: yes\r\n\r\n";
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let resp = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    let resp = roundtrip(&mut s, req.as_bytes()).await.to_lowercase();
     assert!(resp.starts_with("http/1.1 200"), "{resp}");
     // The upstream's own hop-by-hop headers did not come through.
     assert!(!resp.contains("x-upstream-private"), "{resp}");
@@ -100,7 +79,7 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
 #[tokio::test]
 async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     let req = "GET /echo HTTP/1.1\r\nHost: jira.example.com\r\nX-Forwarded-For: 203.0.113.66\r\n\
                X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nForwarded: for=203.0.113.66\r\n\
                X-Original-URL: /secure/admin\r\nX-Real-IP: 203.0.113.66\r\nConnection: close\r\n\r\n";
@@ -124,7 +103,7 @@ async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
 #[tokio::test]
 async fn forwarded_headers_from_a_trusted_proxy_are_extended() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |c| {
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| {
         c.server.trusted_proxies = vec!["127.0.0.0/8".into()]
     })
     .await;
@@ -147,35 +126,28 @@ async fn forwarded_headers_from_a_trusted_proxy_are_extended() {
 #[tokio::test]
 async fn host_is_the_upstreams_unless_preserved() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
-    raw(
-        gw.addr(),
-        b"GET /echo HTTP/1.1\r\nHost: jira.example.com\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(
-        values(&upstream.last().headers, "host"),
-        [upstream.addr.to_string()]
-    );
-    gw.stop().await;
-
-    let (gw, _dir) = gateway_for(&upstream, |c| c.upstream.preserve_host = true).await;
-    raw(
-        gw.addr(),
-        b"GET /echo HTTP/1.1\r\nHost: jira.example.com\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(
-        values(&upstream.last().headers, "host"),
-        ["jira.example.com"]
-    );
-    gw.stop().await;
+    for (preserve_host, host) in [
+        (false, upstream.addr.to_string()),
+        (true, "jira.example.com".to_string()),
+    ] {
+        let (gw, _dir) = gateway_for(&upstream.url(), |c| {
+            c.upstream.preserve_host = preserve_host
+        })
+        .await;
+        raw(
+            gw.addr(),
+            b"GET /echo HTTP/1.1\r\nHost: jira.example.com\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(values(&upstream.last().headers, "host"), [host]);
+        gw.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn identity_headers_sent_by_a_client_never_reach_the_upstream() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     let req = "GET /echo HTTP/1.1\r\nHost: h\r\nX-Remote-User: admin\r\nx_remote_user: admin\r\n\
                X.Remote.User: admin\r\nConnection: close\r\n\r\n";
     let resp = raw(gw.addr(), req.as_bytes()).await;
@@ -193,29 +165,13 @@ async fn identity_headers_sent_by_a_client_never_reach_the_upstream() {
 #[tokio::test]
 async fn websocket_upgrade_requests_are_tunnelled() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(
-        b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            n,
-            1,
-            "connection closed before the 101: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    s.write_all(WEBSOCKET_UPGRADE).await.unwrap();
+    let head = read_head(&mut s, Duration::from_secs(5))
+        .await
+        .expect("the 101 before the connection closed");
+    let head = head.to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     let seen = upstream.last();
@@ -235,14 +191,8 @@ async fn websocket_upgrade_requests_are_tunnelled() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_502_with_a_json_body() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = test_config(&format!("http://{}", closed_port().await), dir.path());
-    let gw = start(config).await;
-    let resp = client()
-        .get(format!("http://{}/rest/api/2/myself", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let (gw, _dir) = gateway_for(&format!("http://{}", closed_port().await), |_| {}).await;
+    let resp = gw.anonymous().fetch("/rest/api/2/myself").await;
     assert_eq!(resp.status(), 502);
     assert!(
         resp.headers()["content-type"]
@@ -264,13 +214,9 @@ async fn unreachable_upstream_is_502_with_a_json_body() {
 #[tokio::test]
 async fn slow_upstream_is_504_after_the_response_timeout() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |c| c.upstream.response_timeout_ms = 300).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| c.upstream.response_timeout_ms = 300).await;
     let started = std::time::Instant::now();
-    let resp = client()
-        .get(format!("http://{}/slow", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.anonymous().fetch("/slow").await;
     assert_eq!(resp.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(5));
     let body: Value = resp.json().await.unwrap();
@@ -349,19 +295,14 @@ async fn tls_on_the_listener_with_http2_and_http1() {
 #[tokio::test]
 async fn http2_from_the_client_in_cleartext() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |_| {}).await;
-    let _ = client();
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = h2
-        .post(format!("http://{}/rest/api/2/issue?h2=yes", gw.addr()))
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
+    let resp = gw
+        .anonymous()
+        .over(http2_client())
+        .request(Method::POST, "/rest/api/2/issue?h2=yes")
         .body("{\"fields\":{}}")
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
     let seen = upstream.last();
@@ -379,7 +320,7 @@ async fn http2_from_the_client_in_cleartext() {
 #[tokio::test]
 async fn oversized_request_head_is_431() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |c| c.server.max_header_bytes = 8192).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| c.server.max_header_bytes = 8192).await;
     let big = "a".repeat(20_000);
     let req = format!("GET /echo HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
     let resp = raw(gw.addr(), req.as_bytes()).await;
@@ -391,7 +332,7 @@ async fn oversized_request_head_is_431() {
 #[tokio::test]
 async fn a_slow_request_head_is_cut_off_after_the_header_timeout() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |c| c.server.header_read_timeout_ms = 300).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| c.server.header_read_timeout_ms = 300).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\n")
         .await
@@ -411,33 +352,20 @@ async fn a_slow_request_head_is_cut_off_after_the_header_timeout() {
 #[tokio::test]
 async fn idle_keep_alive_connections_outlive_the_header_timeout_until_the_idle_timeout() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream, |c| {
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| {
         c.server.header_read_timeout_ms = 200;
         c.server.idle_timeout_ms = 1_000;
     })
     .await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    s.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let get = b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert!(roundtrip(&mut s, get).await.starts_with("HTTP/1.1 200"));
     // Idle for longer than the header timeout: still open.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    s.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\n\r\n")
-        .await
-        .unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(roundtrip(&mut s, get).await.starts_with("HTTP/1.1 200"));
     // Idle for longer than the idle timeout: closed.
     let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
         .unwrap()
