@@ -12,42 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{EchoUpstream, JiraSetup, client, raw, test_config};
+use common::*;
+use reqwest::Method;
 use tokengate::Running;
 use tokengate::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn gateway_for(
-    upstream_url: &str,
-    tweak: impl FnOnce(&mut Config),
-) -> (Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = test_config(upstream_url, dir.path());
-    tweak(&mut c);
-    (common::start(c).await, dir)
-}
-
-/// Reads until the end of a response head; returns the head.
-async fn read_head(s: &mut TcpStream, within: Duration) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    let deadline = Instant::now() + within;
-    while !buf.ends_with(b"\r\n\r\n") && buf.len() < 65_536 {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, s.read(&mut byte)).await {
-            Ok(Ok(1)) => buf.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// A plain GET through the gateway answers 200, quickly.
-async fn others_are_served(addr: SocketAddr) {
+async fn others_are_served(gw: &Running) {
     let started = Instant::now();
-    let resp = client()
-        .get(format!("http://{addr}/echo"))
+    let resp = gw
+        .anonymous()
+        .request(Method::GET, "/echo")
         .timeout(Duration::from_secs(3))
         .send()
         .await
@@ -68,7 +45,7 @@ async fn a_request_body_that_stalls_for_the_header_timeout_is_answered_408_and_c
         .unwrap();
     let started = Instant::now();
     // While this body stalls, the gateway serves others.
-    others_are_served(gw.addr()).await;
+    others_are_served(&gw).await;
     let head = read_head(&mut s, Duration::from_secs(5))
         .await
         .expect("an answer to the stalled request");
@@ -205,10 +182,7 @@ async fn an_upstream_that_stops_reading_the_body_is_a_504_after_the_response_tim
 
 #[tokio::test]
 async fn a_management_api_body_that_stalls_is_answered_408() {
-    let s = JiraSetup::with(tokengate::demo::sim::SimConfig::jira(), |c| {
-        c.server.header_read_timeout_ms = 500;
-    })
-    .await;
+    let s = JiraSetup::jira_with(|c| c.server.header_read_timeout_ms = 500).await;
     let mut conn = TcpStream::connect(s.gw.addr()).await.unwrap();
     // alice:alice
     conn.write_all(
@@ -225,15 +199,8 @@ async fn a_management_api_body_that_stalls_is_answered_408() {
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     assert!(started.elapsed() < Duration::from_secs(3));
     // No token was created for alice.
-    let listed = s
-        .http
-        .get(s.api("/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200);
-    let body: serde_json::Value = listed.json().await.unwrap();
+    let (status, body) = s.as_user("alice", "alice").get("/user/token").await;
+    assert_eq!(status, 200);
     assert!(body.as_array().is_some_and(|a| a.is_empty()), "{body}");
 }
 
@@ -364,12 +331,12 @@ async fn a_client_that_never_reads_a_large_response_holds_bounded_memory_and_is_
         "{buffered} bytes of a {FLOOD_BYTES}-byte body left the upstream for a client that reads nothing"
     );
     // Others are served meanwhile.
-    let small = client()
-        .get(format!("http://{}/small", gw.addr()))
+    let small = gw
+        .anonymous()
+        .request(Method::GET, "/small")
         .timeout(Duration::from_secs(3))
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(small.status(), 200);
     assert_eq!(small.text().await.unwrap(), "ok");
     // After idle_timeout_ms without a byte accepted, the gateway drops the
@@ -535,7 +502,7 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     assert_eq!(echoed(&upstream), 3);
     drop(conns);
     // All closed: the gateway serves again at once.
-    others_are_served(gw.addr()).await;
+    others_are_served(&gw).await;
     gw.stop().await;
 }
 
