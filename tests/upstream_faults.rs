@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use common::{JiraSetup, client, test_config};
+use common::{Answer, Gateway, JiraSetup, gateway_for, http2_client};
 use tokengate::demo::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -138,10 +138,10 @@ async fn serve_cutting(mut s: TcpStream, framing: Framing) {
 
 async fn gateway_to(addr: SocketAddr) -> (tokengate::Running, tempfile::TempDir) {
     capture_logs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = test_config(&format!("http://{addr}"), dir.path());
-    c.server.admin_listen = "127.0.0.1:0".into();
-    (common::start(c).await, dir)
+    gateway_for(&format!("http://{addr}"), |c| {
+        c.server.admin_listen = "127.0.0.1:0".into()
+    })
+    .await
 }
 
 /// Sends `GET /cut` on a raw connection; returns the response head and the
@@ -186,19 +186,11 @@ async fn an_upstream_reset_mid_body_leaves_a_content_length_shortfall_and_a_clos
         body.len()
     );
     // An HTTP client sees an error, never a complete-looking answer.
-    let resp = client()
-        .get(format!("http://{}/cut", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.anonymous().fetch("/cut").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err());
     // The gateway still serves.
-    let ok = client()
-        .get(format!("http://{}/other", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let ok = gw.anonymous().fetch("/other").await;
     assert_eq!(ok.text().await.unwrap(), "ok");
     gw.stop().await;
 }
@@ -217,11 +209,7 @@ async fn an_upstream_reset_mid_chunked_body_never_sends_the_last_chunk() {
     // Some data came through, but not the terminating zero-length chunk.
     assert!(body.len() > 1000, "{} bytes", body.len());
     assert!(!body.ends_with(b"0\r\n\r\n"), "the stream looks complete");
-    let resp = client()
-        .get(format!("http://{}/cut", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.anonymous().fetch("/cut").await;
     assert!(resp.bytes().await.is_err());
     gw.stop().await;
 }
@@ -230,25 +218,13 @@ async fn an_upstream_reset_mid_chunked_body_never_sends_the_last_chunk() {
 async fn an_upstream_reset_mid_body_resets_only_that_http2_stream() {
     let up = cutting_upstream(Framing::ContentLength).await;
     let (gw, _dir) = gateway_to(up).await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = h2
-        .get(format!("http://{}/cut", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let h2 = gw.anonymous().over(http2_client());
+    let resp = h2.fetch("/cut").await;
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
     assert!(resp.bytes().await.is_err(), "a complete-looking body");
     // The same client (one HTTP/2 connection) goes on working.
-    let ok = h2
-        .get(format!("http://{}/other", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let ok = h2.fetch("/other").await;
     assert_eq!(ok.version(), http::Version::HTTP_2);
     assert_eq!(ok.text().await.unwrap(), "ok");
     gw.stop().await;
@@ -257,12 +233,11 @@ async fn an_upstream_reset_mid_body_resets_only_that_http2_stream() {
 // ---- the upstream refuses what the gateway swapped in -----------------------------
 
 async fn metric(s: &JiraSetup, name: &str) -> f64 {
-    let admin = s.gw.admin_addr().expect("admin listener");
-    let text = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
+    let text = s
+        .http
+        .get(s.admin_url("/metrics"))
+        .answer()
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -279,7 +254,7 @@ const CREDENTIALS_REJECTED: &str = "tokengate_upstream_errors_total{kind=\"crede
 async fn an_upstream_401_to_swapped_in_credentials_is_passed_on_logged_and_counted() {
     capture_logs();
     // The gateway sends the wrong shared secret: the upstream trusts no identity header.
-    let s = JiraSetup::with(SimConfig::jira(), |c| {
+    let s = JiraSetup::jira_with(|c| {
         c.server.admin_listen = "127.0.0.1:0".into();
         c.upstream.credentials.secret_env = "LOOKUP_PW".into();
     })
@@ -287,13 +262,7 @@ async fn an_upstream_401_to_swapped_in_credentials_is_passed_on_logged_and_count
     let token = s.token_for("alice").await;
     assert_eq!(metric(&s, CREDENTIALS_REJECTED).await, 0.0);
     for round in 1..=2 {
-        let resp = s
-            .http
-            .get(s.url("/rest/api/2/myself"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let resp = s.with_token(&token).myself().await;
         // The upstream's own 401, passed on (the gateway's 401 has its own body).
         assert_eq!(resp.status(), 401);
         // Not a failure of the token: every request is forwarded and counted.
@@ -307,14 +276,7 @@ async fn an_upstream_401_to_swapped_in_credentials_is_passed_on_logged_and_count
             .all(|l| l.contains("ERROR") && l.contains("[upstream.credentials]"))
     );
     // Only the swapped-in credentials fail: a password goes through to the same upstream.
-    let right = s
-        .http
-        .get(s.url("/rest/api/2/myself"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(right.status(), 200);
+    assert_eq!(s.as_user("alice", "alice").myself().await.status(), 200);
 }
 
 // ---- CAPTCHA on the proxy path -----------------------------------------------------
@@ -333,19 +295,17 @@ async fn an_upstream_captcha_on_the_proxy_path_is_passed_on_and_not_counted_as_a
     })
     .await;
     let myself = |password: &'static str| {
-        s.http
-            .get(s.url("/rest/api/2/myself"))
-            .basic_auth("alice", Some(password))
-            .send()
+        let alice = s.as_user("alice", password);
+        async move { alice.myself().await }
     };
     // Two wrong passwords: two failures for the gateway, and the upstream wants a CAPTCHA.
     for _ in 0..2 {
-        assert_eq!(myself("wrong").await.unwrap().status(), 401);
+        assert_eq!(myself("wrong").await.status(), 401);
     }
     // Three answers of the upstream's CAPTCHA. Counted as failures, the first
     // would lock alice out and the next would be the gateway's own lockout.
     for _ in 0..3 {
-        let resp = myself("alice").await.unwrap();
+        let resp = myself("alice").await;
         assert_eq!(resp.status(), 403);
         let reason = resp.headers()["x-authentication-denied-reason"]
             .to_str()
