@@ -3,82 +3,41 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use tokengate::demo::sim::SimConfig;
-
-async fn with_admin() -> JiraSetup {
-    JiraSetup::with(SimConfig::jira(), |c| {
-        c.server.admin_listen = "127.0.0.1:0".into()
-    })
-    .await
-}
-
-fn admin_url(s: &JiraSetup, path: &str) -> String {
-    format!(
-        "http://{}{path}",
-        s.gw.admin_addr().expect("admin listener")
-    )
-}
+use reqwest::Method;
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_on_the_admin_listener() {
-    let s = with_admin().await;
-    let resp = s.http.get(admin_url(&s, "/healthz")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let resp = s.http.get(admin_url(&s, "/readyz")).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
+    let s = JiraSetup::with_admin().await;
+    let admin = |method, path| s.http.request(method, s.admin_url(path)).answer();
+    assert_eq!(admin(Method::GET, "/healthz").await.status(), 200);
+    let (status, v) = status_and_json(admin(Method::GET, "/readyz").await).await;
+    assert_eq!(status, 200);
     assert_eq!(v["ready"], true);
     assert_eq!(v["store"], "ok");
     assert_eq!(v["upstream"], "ok");
-    assert_eq!(
-        s.http
-            .post(admin_url(&s, "/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
-    assert_eq!(
-        s.http
-            .get(admin_url(&s, "/other"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(admin(Method::POST, "/healthz").await.status(), 405);
+    assert_eq!(admin(Method::GET, "/other").await.status(), 404);
     // The admin endpoints are not on the public listener: there they are forwarded.
     s.sim.clear_seen();
-    let resp = s.http.get(s.url("/metrics")).send().await.unwrap();
+    let resp = s.anonymous().fetch("/metrics").await;
     assert_eq!(resp.status(), 404, "the upstream's answer");
     assert_eq!(s.sim.seen().len(), 1);
 }
 
 #[tokio::test]
 async fn readyz_is_503_while_the_upstream_is_unreachable() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&format!("http://{}", closed_port().await), dir.path());
-    config.server.admin_listen = "127.0.0.1:0".into();
-    let gw = start(config).await;
-    let resp = client()
-        .get(format!("http://{}/readyz", gw.admin_addr().unwrap()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503);
-    let v: Value = resp.json().await.unwrap();
+    let (gw, _dir) = gateway_for(&format!("http://{}", closed_port().await), |c| {
+        c.server.admin_listen = "127.0.0.1:0".into()
+    })
+    .await;
+    let admin = Remote::at(format!("http://{}", gw.admin_addr().unwrap()));
+    let (status, v) = status_and_json(admin.anonymous().fetch("/readyz").await).await;
+    assert_eq!(status, 503);
     assert_eq!(v["ready"], false);
     assert_eq!(v["store"], "ok");
     assert!(v["upstream"].as_str().unwrap().contains("connect"), "{v}");
     // /healthz still says the process is up.
-    let resp = client()
-        .get(format!("http://{}/healthz", gw.admin_addr().unwrap()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(admin.anonymous().fetch("/healthz").await.status(), 200);
     gw.stop().await;
 }
 
@@ -111,47 +70,18 @@ fn allowed(label: &str, value: &str) -> bool {
 
 #[tokio::test]
 async fn metrics_have_the_spec_names_and_bounded_labels() {
-    let s = with_admin().await;
+    let s = JiraSetup::with_admin().await;
     let token = s.token_for("alice").await;
-    s.http
-        .get(s.url("/rest/api/2/myself"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    s.http
-        .get(s.url("/rest/api/2/myself"))
-        .bearer_auth("tg_000000000000000000000000000000000000")
-        .send()
-        .await
-        .unwrap();
-    s.http
-        .get(s.url("/rest/api/2/serverInfo"))
-        .send()
-        .await
-        .unwrap();
-    s.http
-        .get(s.url("/rest/api/2/myself"))
-        .basic_auth("bob", Some("bob"))
-        .send()
-        .await
-        .unwrap();
+    s.with_token(&token).myself().await;
+    s.with_token(UNKNOWN_TOKEN).myself().await;
+    s.anonymous().fetch("/rest/api/2/serverInfo").await;
+    s.as_user("bob", "bob").myself().await;
     // Three failures lock bob out; the fourth attempt meets the lock.
     for _ in 0..4 {
-        s.http
-            .get(s.url("/rest/api/2/myself"))
-            .basic_auth("bob", Some("tg_000000000000000000000000000000000000"))
-            .send()
-            .await
-            .unwrap();
+        s.as_user("bob", UNKNOWN_TOKEN).myself().await;
     }
-    s.http
-        .get(s.url("/x"))
-        .header("authorization", "Negotiate abc")
-        .send()
-        .await
-        .unwrap();
-    let resp = s.http.get(admin_url(&s, "/metrics")).send().await.unwrap();
+    s.with_authorization("Negotiate abc").fetch("/x").await;
+    let resp = s.http.get(s.admin_url("/metrics")).answer().await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -223,49 +153,30 @@ async fn metrics_have_the_spec_names_and_bounded_labels() {
 async fn request_ids_are_kept_or_made_passed_upstream_and_returned() {
     let s = JiraSetup::jira().await;
     let resp = s
-        .http
-        .get(s.url("/rest/api/2/serverInfo?rid=1"))
+        .anonymous()
         .header("x-request-id", "ci-run-42.step-7")
-        .send()
-        .await
-        .unwrap();
+        .fetch("/rest/api/2/serverInfo?rid=1")
+        .await;
     assert_eq!(resp.headers()["x-request-id"], "ci-run-42.step-7");
-    let seen = s
-        .sim
-        .seen()
-        .into_iter()
-        .find(|r| r.target.ends_with("rid=1"))
-        .unwrap();
+    let seen = s.seen_at("/rest/api/2/serverInfo?rid=1").unwrap();
     assert_eq!(values(&seen.headers, "x-request-id"), ["ci-run-42.step-7"]);
 
-    let resp = s
-        .http
-        .get(s.url("/rest/api/2/serverInfo?rid=2"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.anonymous().fetch("/rest/api/2/serverInfo?rid=2").await;
     let made = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(made.len(), 32);
     assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
-    let seen = s
-        .sim
-        .seen()
-        .into_iter()
-        .find(|r| r.target.ends_with("rid=2"))
-        .unwrap();
+    let seen = s.seen_at("/rest/api/2/serverInfo?rid=2").unwrap();
     assert_eq!(values(&seen.headers, "x-request-id"), [made]);
 
     // An unusable id (too long, odd characters) is replaced.
     let resp = s
-        .http
-        .get(s.url("/rest/api/2/serverInfo?rid=3"))
+        .anonymous()
         .header("x-request-id", "x".repeat(300))
-        .send()
-        .await
-        .unwrap();
+        .fetch("/rest/api/2/serverInfo?rid=3")
+        .await;
     assert_eq!(resp.headers()["x-request-id"].len(), 32);
     // Answers of tokengate's own carry one too.
-    let resp = s.http.get(s.api("/user/token")).send().await.unwrap();
+    let resp = s.anonymous().api(Method::GET, "/user/token").answer().await;
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().contains_key("x-request-id"));
 }
