@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 
 use common::secrets::{SCANNED, find_secret, scan_logs};
 use common::*;
+use reqwest::Method;
+use serde_json::json;
 
 #[test]
 fn the_scanner_recognises_tokens_passwords_and_authorization_values() {
@@ -40,21 +42,8 @@ async fn the_gateways_trace_events_pass_through_the_scanner() {
     let s = JiraSetup::jira().await;
     let before = SCANNED.load(Ordering::Relaxed);
     let token = s.token_for("alice").await;
-    let resp = s
-        .http
-        .get(s.url("/rest/api/2/myself"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let bad = s
-        .http
-        .get(s.url("/rest/api/2/myself"))
-        .basic_auth("alice", Some(format!("{token}x")))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(s.with_token(&token).myself().await.status(), 200);
+    let bad = s.as_user("alice", &format!("{token}x")).myself().await;
     assert_eq!(bad.status(), 401);
     assert!(
         SCANNED.load(Ordering::Relaxed) > before + 10,
@@ -123,79 +112,70 @@ async fn error_answers_never_echo_a_token_or_password() {
     let s = JiraSetup::jira().await;
     let token = s.token_for("alice").await;
     let wrong = format!("{token}x");
+    let myself = "/rest/api/2/myself";
+    let (by_token, admin) = (s.with_token(&token), s.as_user("admin", "admin"));
     let checks: Vec<(&str, reqwest::RequestBuilder)> = vec![
         (
             "unknown token",
-            s.http
-                .get(s.url("/rest/api/2/myself"))
-                .bearer_auth(&token[..token.len() - 1]),
+            s.with_token(&token[..token.len() - 1])
+                .request(Method::GET, myself),
         ),
         (
             "token too long",
-            s.http
-                .get(s.url("/rest/api/2/myself"))
-                .basic_auth("alice", Some(&wrong)),
+            s.as_user("alice", &wrong).request(Method::GET, myself),
         ),
         (
             "wrong password",
-            s.http
-                .get(s.api("/user/token"))
-                .basic_auth("alice", Some(SECRET)),
+            s.as_user("alice", SECRET).api(Method::GET, "/user/token"),
         ),
         (
             "malformed Authorization",
-            s.http
-                .get(s.url("/rest/api/2/myself"))
-                .header("authorization", format!("Bearer  {token} {token}")),
+            s.with_authorization(&format!("Bearer  {token} {token}"))
+                .request(Method::GET, myself),
         ),
         (
             "token as an id",
-            s.http
-                .patch(s.api(&format!("/user/token/{token}")))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"tokenDescription": "x"})),
+            by_token
+                .api(Method::PATCH, &format!("/user/token/{token}"))
+                .json(&json!({"tokenDescription": "x"})),
         ),
         (
             "token as an id, delete",
-            s.http
-                .delete(s.api(&format!("/user/token/{token}")))
-                .bearer_auth(&token),
+            by_token.api(Method::DELETE, &format!("/user/token/{token}")),
         ),
         (
             "token as a user key",
-            s.http
-                .post(s.api("/user/token"))
-                .basic_auth("admin", Some("admin"))
-                .json(&serde_json::json!({"tokenDescription": "x", "tokenForUserKey": token})),
+            admin
+                .api(Method::POST, "/user/token")
+                .json(&json!({"tokenDescription": "x", "tokenForUserKey": token})),
         ),
         (
             "token as a filter",
-            s.http
-                .get(s.api(&format!("/user/tokensByFilter?userFilter={token}&limit=x")))
-                .basic_auth("admin", Some("admin")),
+            admin.api(
+                Method::GET,
+                &format!("/user/tokensByFilter?userFilter={token}&limit=x"),
+            ),
         ),
         (
             "token in a bad body",
-            s.http
-                .post(s.api("/user/token"))
-                .bearer_auth(&token)
+            by_token
+                .api(Method::POST, "/user/token")
                 .header("content-type", "application/json")
                 .body(format!("{{\"tokenDescription\": {token}}}")),
         ),
         (
             "token as a description of the wrong type",
-            s.http
-                .post(s.api("/user/token"))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({"tokenDescription": [token], "tokenScope": token})),
+            by_token
+                .api(Method::POST, "/user/token")
+                .json(&json!({"tokenDescription": [token], "tokenScope": token})),
         ),
         (
             "authTest with a wrong token",
-            s.http.get(s.api("/user/authTest")).bearer_auth(&wrong),
+            s.with_token(&wrong).api(Method::GET, "/user/authTest"),
         ),
     ];
     for (what, request) in checks {
-        let resp = request.send().await.unwrap();
+        let resp = request.answer().await;
         let status = resp.status();
         // authTest answers 200 with its verdict; everything else is refused.
         assert!(
