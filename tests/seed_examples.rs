@@ -32,40 +32,53 @@ async fn curl(args: &[&str]) -> (u16, Value) {
     )
 }
 
+/// `curl -v -u <caller> -d <json> [-X <method>] <url> --header "Content-Type: application/json"`,
+/// the seed's form for a call with a body.
+async fn curl_json(caller: &str, json: &str, method: Option<&str>, url: &str) -> (u16, Value) {
+    let mut args = vec!["-v", "-u", caller, "-d", json];
+    if let Some(method) = method {
+        args.extend(["-X", method]);
+    }
+    args.extend([url, "--header", "Content-Type: application/json"]);
+    curl(&args).await
+}
+
+/// `curl -v -u <caller> [-X <method>] <url>`, the seed's form for a call without a body.
+async fn curl_as(caller: &str, method: Option<&str>, url: &str) -> (u16, Value) {
+    let mut args = vec!["-v", "-u", caller];
+    if let Some(method) = method {
+        args.extend(["-X", method]);
+    }
+    args.push(url);
+    curl(&args).await
+}
+
 fn api(s: &JiraSetup) -> String {
-    format!("{}/rest/de.resolution.apitokenauth/latest", s.base)
+    format!("{}{API}", s.base)
 }
 
 /// The seed's user examples, for one caller (`user:password` or `user:token`).
 async fn user_examples(s: &JiraSetup, caller: &str) {
     let api = api(s);
     // Create a new token.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_json(
         caller,
-        "-d",
         r#"{"tokenDescription":"Automation token"}"#,
+        None,
         &format!("{api}/user/token"),
-        "--header",
-        "Content-Type: application/json",
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert!(v["plainTextToken"].as_str().unwrap().starts_with("tg_"));
     let id = v["id"].as_u64().unwrap();
 
     // ... with an expiration period of one month.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_json(
         caller,
-        "-d",
         r#"{"tokenDescription":"one month", "tokenValidityTimeInMonths" : 1}"#,
+        None,
         &format!("{api}/user/token"),
-        "--header",
-        "Content-Type: application/json",
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(
@@ -74,24 +87,18 @@ async fn user_examples(s: &JiraSetup, caller: &str) {
     );
 
     // Update a token description.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_json(
         caller,
-        "-d",
         r#"{"tokenDescription":"Updated token description"}"#,
-        "-X",
-        "PATCH",
+        Some("PATCH"),
         &format!("{api}/user/token/{id}"),
-        "--header",
-        "Content-Type: application/json",
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["description"], "Updated token description");
 
     // List all tokens (trailing slash as in the seed).
-    let (code, v) = curl(&["-v", "-u", caller, &format!("{api}/user/token/")]).await;
+    let (code, v) = curl_as(caller, None, &format!("{api}/user/token/")).await;
     assert_eq!(code, 200, "{v}");
     let list = v.as_array().unwrap();
     let listed = list.iter().find(|t| t["id"] == id).unwrap();
@@ -101,15 +108,7 @@ async fn user_examples(s: &JiraSetup, caller: &str) {
     }
 
     // Delete a token.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
-        caller,
-        "-X",
-        "DELETE",
-        &format!("{api}/user/token/{id}"),
-    ])
-    .await;
+    let (code, v) = curl_as(caller, Some("DELETE"), &format!("{api}/user/token/{id}")).await;
     assert_eq!((code, v), (200, Value::Bool(true)));
 }
 
@@ -130,16 +129,12 @@ async fn user_examples_with_a_token() {
 async fn admin_examples(s: &JiraSetup, caller: &str) {
     let api = api(s);
     // Create tokens for other users.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_json(
         caller,
-        "-d",
         r#"{"tokenDescription":"token for another user", "tokenForUserKey":"JIRAUSER10100"}"#,
+        None,
         &format!("{api}/user/token"),
-        "--header",
-        "Content-Type: application/json",
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["tokenForUserKey"], "JIRAUSER10100");
@@ -150,11 +145,7 @@ async fn admin_examples(s: &JiraSetup, caller: &str) {
     );
 
     // "... adjusted to the value set in the system wide settings ... where only 6 are allowed."
-    let (code, v) = curl(&[
-        "-v", "-u", caller,
-        "-d", r#"{"tokenDescription":"token for another user", "tokenForUserKey":"JIRAUSER10100","tokenValidityTimeInMonths":12}"#,
-        &format!("{api}/user/token"), "--header", "Content-Type: application/json",
-    ])
+    let (code, v) = curl_json(caller, r#"{"tokenDescription":"token for another user", "tokenForUserKey":"JIRAUSER10100","tokenValidityTimeInMonths":12}"#, None, &format!("{api}/user/token"))
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(
@@ -164,34 +155,31 @@ async fn admin_examples(s: &JiraSetup, caller: &str) {
     );
 
     // Filter user tokens, as written (a date in 2023: nothing that valid is that old here).
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_as(
         caller,
+        None,
         &format!("{api}/user/tokensByFilter?notValidAfter=1688918956972"),
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["total"], 0);
     assert_eq!(v["limit"], 50);
     assert_eq!(v["paginationLinks"]["baseUrl"], s.base);
     // -1 returns all tokens; the paged example.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_as(
         caller,
+        None,
         &format!("{api}/user/tokensByFilter?notValidAfter=-1"),
-    ])
+    )
     .await;
     assert_eq!(code, 200);
     let total = v["total"].as_u64().unwrap();
     assert!(total >= 2);
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_as(
         caller,
+        None,
         &format!("{api}/user/tokensByFilter?page=0&limit=1&notValidAfter=-1"),
-    ])
+    )
     .await;
     assert_eq!(code, 200);
     assert_eq!(v["content"].as_array().unwrap().len(), 1);
@@ -202,32 +190,28 @@ async fn admin_examples(s: &JiraSetup, caller: &str) {
     );
 
     // Get the user key for a user, from Jira itself through the gateway.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_as(
         caller,
+        None,
         &format!("{}/rest/api/2/user?username=alice", s.base),
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["key"], "JIRAUSER10100");
 
     // Delete all tokens for a user, by user key.
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_as(
         caller,
-        "-X",
-        "DELETE",
+        Some("DELETE"),
         &format!("{api}/user/token/deleteAllFor/JIRAUSER10100"),
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert!(v.as_u64().unwrap() >= 2);
 }
 
 async fn seed_setup() -> JiraSetup {
-    JiraSetup::with(tokengate::demo::sim::SimConfig::jira(), |c| {
+    JiraSetup::jira_with(|c| {
         c.tokens.max_validity_months = 6;
         c.tokens.default_validity_months = 6;
     })
@@ -251,22 +235,18 @@ async fn admin_examples_with_a_token() {
 async fn non_admins_get_403_from_admin_endpoints() {
     let s = seed_setup().await;
     let api = api(&s);
-    let (code, _) = curl(&[
-        "-v",
-        "-u",
+    let (code, _) = curl_as(
         "alice:alice",
-        "-X",
-        "DELETE",
+        Some("DELETE"),
         &format!("{api}/user/token/deleteAllFor/JIRAUSER10000"),
-    ])
+    )
     .await;
     assert_eq!(code, 403);
-    let (code, _) = curl(&[
-        "-v",
-        "-u",
+    let (code, _) = curl_as(
         "alice:alice",
+        None,
         &format!("{api}/user/tokensByFilter?notValidAfter=1688918956972"),
-    ])
+    )
     .await;
     assert_eq!(code, 403);
 }
@@ -274,12 +254,11 @@ async fn non_admins_get_403_from_admin_endpoints() {
 #[tokio::test]
 async fn confluence_user_key_example() {
     let s = JiraSetup::confluence().await;
-    let (code, v) = curl(&[
-        "-v",
-        "-u",
+    let (code, v) = curl_as(
         "admin:admin",
+        None,
         &format!("{}/rest/api/user?username=alice", s.base),
-    ])
+    )
     .await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["userKey"], "JIRAUSER10100");
@@ -291,10 +270,7 @@ async fn error_codes_table_of_the_seed() {
     // Regular endpoints: wrong or expired token → 401 whether passwords are allowed or not;
     // a regular password with password Basic auth disabled → 401.
     for allow in [true, false] {
-        let s = JiraSetup::with(tokengate::demo::sim::SimConfig::jira(), |c| {
-            c.tokens.allow_password_basic_auth = allow
-        })
-        .await;
+        let s = JiraSetup::jira_with(|c| c.tokens.allow_password_basic_auth = allow).await;
         let token = s.token_for("alice").await;
         let me = format!("{}/rest/api/2/myself", s.base);
         let (code, _) = curl(&["-u", "alice:tg_000000000000000000000000000000000000", &me]).await;
