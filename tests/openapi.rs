@@ -52,21 +52,14 @@ fn check(doc: &Value, path: &str, method: &str, status: u16, body: &Value) {
     );
 }
 
-async fn call(
-    s: &JiraSetup,
-    method: Method,
-    path: &str,
-    auth: Option<(&str, &str)>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = s.http.request(method, s.api(path));
-    if let Some((u, p)) = auth {
-        req = req.basic_auth(u, Some(p));
-    }
+/// `method path` on the management API as `caller` with an optional JSON
+/// body: the status and the body, which must be JSON (or empty: `Null`).
+async fn call(caller: &Caller, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = caller.api(method, path);
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.unwrap();
+    let resp = req.answer().await;
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (
@@ -79,10 +72,30 @@ async fn call(
     )
 }
 
+/// Calls `method path` as `caller` and checks the answer against the
+/// document's `documented` path; returns the status.
+async fn check_call(
+    caller: &Caller,
+    method: Method,
+    path: &str,
+    documented: &str,
+    body: Option<Value>,
+) -> u16 {
+    let (status, v) = call(caller, method.clone(), path, body).await;
+    check(
+        &doc(),
+        documented,
+        &method.as_str().to_lowercase(),
+        status,
+        &v,
+    );
+    status
+}
+
 #[tokio::test]
 async fn the_served_document_is_the_repositorys() {
     let s = JiraSetup::jira().await;
-    let (status, served) = call(&s, Method::GET, "/openapi.json", None, None).await;
+    let (status, served) = call(&s.anonymous(), Method::GET, "/openapi.json", None).await;
     assert_eq!(status, 200);
     assert_eq!(served, doc());
     assert_eq!(doc()["openapi"], "3.1.0");
@@ -91,6 +104,7 @@ async fn the_served_document_is_the_repositorys() {
 #[tokio::test]
 async fn documented_operations_are_routed_and_others_are_405() {
     let s = JiraSetup::jira().await;
+    let admin = s.as_user("admin", "admin");
     let d = doc();
     let all = ["get", "post", "put", "patch", "delete"];
     for (path, item) in d["paths"].as_object().unwrap() {
@@ -99,14 +113,8 @@ async fn documented_operations_are_routed_and_others_are_405() {
             .replace("{userKey}", "JIRAUSER10100");
         for method in all {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let (status, _) = call(
-                &s,
-                m,
-                &concrete,
-                Some(("admin", "admin")),
-                Some(json!({"tokenDescription": "x"})),
-            )
-            .await;
+            let (status, _) =
+                call(&admin, m, &concrete, Some(json!({"tokenDescription": "x"}))).await;
             if item.get(method).is_some() {
                 assert_ne!(status, 405, "{method} {path} is documented but not routed");
             } else {
@@ -117,167 +125,121 @@ async fn documented_operations_are_routed_and_others_are_405() {
 }
 
 #[tokio::test]
-async fn answers_match_the_documented_schemas() {
+async fn creating_a_token_answers_as_documented() {
     let s = JiraSetup::jira().await;
-    let d = doc();
-    let alice = Some(("alice", "alice"));
-    let admin = Some(("admin", "admin"));
-
-    let (st, v) = call(
-        &s,
-        Method::POST,
-        "/user/token",
-        alice,
-        Some(json!({"tokenDescription": "ci"})),
-    )
-    .await;
-    check(&d, "/user/token", "post", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::POST,
-        "/user/token",
-        alice,
-        Some(json!({"tokenDescription": ""})),
-    )
-    .await;
-    assert_eq!(st, 400);
-    check(&d, "/user/token", "post", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::POST,
-        "/user/token",
-        alice,
-        Some(json!({"tokenDescription": "x", "tokenForUserKey": "JIRAUSER10000"})),
-    )
-    .await;
-    assert_eq!(st, 403);
-    check(&d, "/user/token", "post", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::POST,
-        "/user/token",
-        None,
-        Some(json!({"tokenDescription": "x"})),
-    )
-    .await;
-    assert_eq!(st, 401);
-    check(&d, "/user/token", "post", st, &v);
-    let resp = s
-        .http
-        .post(s.api("/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .body("{}")
-        .send()
+    let alice = s.as_user("alice", "alice");
+    let create = |caller: Caller, body: Value| async move {
+        check_call(
+            &caller,
+            Method::POST,
+            "/user/token",
+            "/user/token",
+            Some(body),
+        )
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 415);
-    check(&d, "/user/token", "post", 415, &resp.json().await.unwrap());
-    let big = json!({"tokenDescription": "x".repeat(70_000)});
-    let (st, v) = call(&s, Method::POST, "/user/token", alice, Some(big)).await;
-    assert_eq!(st, 413);
-    check(&d, "/user/token", "post", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::POST,
-        "/user/token",
-        admin,
-        Some(json!({"tokenDescription": "never", "tokenScope": 1})),
+    };
+    create(alice.clone(), json!({"tokenDescription": "ci"})).await;
+    let status = create(alice.clone(), json!({"tokenDescription": ""})).await;
+    assert_eq!(status, 400);
+    let status = create(
+        alice.clone(),
+        json!({"tokenDescription": "x", "tokenForUserKey": "JIRAUSER10000"}),
     )
     .await;
-    check(&d, "/user/token", "post", st, &v);
+    assert_eq!(status, 403);
+    let status = create(s.anonymous(), json!({"tokenDescription": "x"})).await;
+    assert_eq!(status, 401);
+    let (status, v) = alice
+        .api(Method::POST, "/user/token")
+        .body("{}")
+        .json_answer()
+        .await;
+    assert_eq!(status, 415);
+    check(&doc(), "/user/token", "post", 415, &v);
+    let status = create(alice, json!({"tokenDescription": "x".repeat(70_000)})).await;
+    assert_eq!(status, 413);
+    create(
+        s.as_user("admin", "admin"),
+        json!({"tokenDescription": "never", "tokenScope": 1}),
+    )
+    .await;
+}
 
-    let (st, v) = call(&s, Method::GET, "/user/token", alice, None).await;
-    check(&d, "/user/token", "get", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::PATCH,
-        "/user/token/1",
-        alice,
-        Some(json!({"tokenDescription": "renamed"})),
-    )
-    .await;
-    check(&d, "/user/token/{id}", "patch", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::PATCH,
-        "/user/token/99",
-        alice,
-        Some(json!({"tokenDescription": "x"})),
-    )
-    .await;
-    assert_eq!(st, 404);
-    check(&d, "/user/token/{id}", "patch", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::PATCH,
-        "/user/token/abc",
-        alice,
-        Some(json!({"tokenDescription": "x"})),
-    )
-    .await;
-    assert_eq!(st, 400);
-    check(&d, "/user/token/{id}", "patch", st, &v);
+/// alice's token 1 and the admin's token 2 (read-only).
+async fn two_tokens() -> JiraSetup {
+    let s = JiraSetup::jira().await;
+    s.as_user("alice", "alice")
+        .create_token(json!({"tokenDescription": "ci"}))
+        .await;
+    s.as_user("admin", "admin")
+        .create_token(json!({"tokenDescription": "never", "tokenScope": 1}))
+        .await;
+    s
+}
 
-    let (st, v) = call(
-        &s,
+#[tokio::test]
+async fn listing_and_updating_tokens_answer_as_documented() {
+    let s = two_tokens().await;
+    let alice = s.as_user("alice", "alice");
+    check_call(&alice, Method::GET, "/user/token", "/user/token", None).await;
+    let renamed = Some(json!({"tokenDescription": "renamed"}));
+    let x = || Some(json!({"tokenDescription": "x"}));
+    let one = "/user/token/{id}";
+    check_call(&alice, Method::PATCH, "/user/token/1", one, renamed).await;
+    let status = check_call(&alice, Method::PATCH, "/user/token/99", one, x()).await;
+    assert_eq!(status, 404);
+    let status = check_call(&alice, Method::PATCH, "/user/token/abc", one, x()).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn tokens_by_filter_answers_as_documented() {
+    let s = two_tokens().await;
+    let admin = s.as_user("admin", "admin");
+    let filter = "/user/tokensByFilter";
+    let page = "/user/tokensByFilter?notValidAfter=-1&limit=1";
+    check_call(&admin, Method::GET, page, filter, None).await;
+    let status = check_call(
+        &admin,
         Method::GET,
-        "/user/tokensByFilter?notValidAfter=-1&limit=1",
-        admin,
+        "/user/tokensByFilter?limit=0",
+        filter,
         None,
     )
     .await;
-    check(&d, "/user/tokensByFilter", "get", st, &v);
-    let (st, v) = call(&s, Method::GET, "/user/tokensByFilter?limit=0", admin, None).await;
-    assert_eq!(st, 400);
-    check(&d, "/user/tokensByFilter", "get", st, &v);
-    let (st, v) = call(&s, Method::GET, "/user/tokensByFilter", alice, None).await;
-    assert_eq!(st, 403);
-    check(&d, "/user/tokensByFilter", "get", st, &v);
+    assert_eq!(status, 400);
+    let alice = s.as_user("alice", "alice");
+    let status = check_call(&alice, Method::GET, filter, filter, None).await;
+    assert_eq!(status, 403);
+}
 
-    for m in [
-        (Method::GET, "get"),
-        (Method::POST, "post"),
-        (Method::PUT, "put"),
-    ] {
-        let (st, v) = call(&s, m.0.clone(), "/user/authTest", alice, None).await;
-        check(&d, "/user/authTest", m.1, st, &v);
-        let (st, v) = call(&s, m.0, "/user/authTest", None, None).await;
-        check(&d, "/user/authTest", m.1, st, &v);
+#[tokio::test]
+async fn auth_test_answers_as_documented() {
+    let s = two_tokens().await;
+    for method in [Method::GET, Method::POST, Method::PUT] {
+        for caller in [s.as_user("alice", "alice"), s.anonymous()] {
+            let auth_test = "/user/authTest";
+            check_call(&caller, method.clone(), auth_test, auth_test, None).await;
+        }
     }
+}
 
-    let (st, v) = call(&s, Method::DELETE, "/user/token/1", alice, None).await;
-    check(&d, "/user/token/{id}", "delete", st, &v);
-    let (st, v) = call(&s, Method::DELETE, "/user/token/1", alice, None).await;
-    assert_eq!(st, 404);
-    check(&d, "/user/token/{id}", "delete", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::DELETE,
-        "/user/token/deleteAllFor/JIRAUSER10000",
-        admin,
-        None,
-    )
-    .await;
-    check(&d, "/user/token/deleteAllFor/{userKey}", "delete", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::DELETE,
-        "/admin/failedLogins/JIRAUSER10100",
-        admin,
-        None,
-    )
-    .await;
-    assert_eq!(st, 204);
-    check(&d, "/admin/failedLogins/{userKey}", "delete", st, &v);
-    let (st, v) = call(
-        &s,
-        Method::DELETE,
-        "/admin/failedLogins/JIRAUSER10100",
-        alice,
-        None,
-    )
-    .await;
-    check(&d, "/admin/failedLogins/{userKey}", "delete", st, &v);
+#[tokio::test]
+async fn deleting_tokens_and_clearing_lockouts_answer_as_documented() {
+    let s = two_tokens().await;
+    let (alice, admin) = (s.as_user("alice", "alice"), s.as_user("admin", "admin"));
+    let one = "/user/token/{id}";
+    check_call(&alice, Method::DELETE, "/user/token/1", one, None).await;
+    let status = check_call(&alice, Method::DELETE, "/user/token/1", one, None).await;
+    assert_eq!(status, 404);
+    let all_of = "/user/token/deleteAllFor/{userKey}";
+    let admins = "/user/token/deleteAllFor/JIRAUSER10000";
+    check_call(&admin, Method::DELETE, admins, all_of, None).await;
+    let clear = "/admin/failedLogins/{userKey}";
+    let alices = "/admin/failedLogins/JIRAUSER10100";
+    let status = check_call(&admin, Method::DELETE, alices, clear, None).await;
+    assert_eq!(status, 204);
+    check_call(&alice, Method::DELETE, alices, clear, None).await;
 }
 
 #[test]
