@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::error::{ErrorReply, RespBody, json_response};
-use crate::gateway::Gateway;
 use crate::server::{ConnInfo, Handler};
+use crate::state::Gateway;
 
 /// How long a readiness answer is reused, so probes cannot hammer the upstream.
 const READY_CACHE: Duration = Duration::from_secs(1);
@@ -112,12 +112,12 @@ impl Handler for Admin {
                 );
                 resp
             }
-            (false, "/healthz" | "/readyz" | "/metrics") => ErrorReply::new(
+            (false, "/healthz" | "/readyz" | "/metrics") => ErrorReply::client(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Only GET and HEAD are allowed here",
             )
             .into_response(),
-            _ => ErrorReply::new(StatusCode::NOT_FOUND, "No such resource").into_response(),
+            _ => ErrorReply::client(StatusCode::NOT_FOUND, "No such resource").into_response(),
         }
     }
 }

@@ -6,33 +6,33 @@
 
 use std::collections::BTreeMap;
 
-use crate::proxy::UpstreamBody;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde::Serialize;
 
-/// What tokengate answers with: a streamed upstream body or one of its own.
-pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
+pub use crate::body::RespBody;
 
-/// Who caused an error; decides the status class and the log level.
+/// Whose fault an error is, said where the error is made (as pingora's
+/// `Error::new_down/new_up/new_in`); the status class and the log level
+/// follow from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Bad input or credentials: 4xx, logged at debug/info.
+    /// Bad input or credentials: 4xx, logged at debug at most.
     Client,
-    /// The upstream was unreachable, slow or broken: 502/504, logged as a warning.
+    /// The upstream was unreachable, slow or broken: 502/504, a warning.
     Upstream,
-    /// Ours (the store, a bug): 5xx, logged as an error.
-    Internal,
+    /// Ours (the store, a bug): 5xx, an error.
+    Ours,
 }
 
 impl Fault {
-    pub fn of(status: StatusCode) -> Fault {
-        match status.as_u16() {
-            502 | 504 => Fault::Upstream,
-            500..=599 => Fault::Internal,
-            _ => Fault::Client,
+    pub fn level(self) -> tracing::Level {
+        match self {
+            Fault::Client => tracing::Level::DEBUG,
+            Fault::Upstream => tracing::Level::WARN,
+            Fault::Ours => tracing::Level::ERROR,
         }
     }
 }
@@ -41,6 +41,7 @@ impl Fault {
 #[derive(Debug, Clone)]
 pub struct ErrorReply {
     pub status: StatusCode,
+    pub fault: Fault,
     pub messages: Vec<String>,
     pub fields: BTreeMap<String, String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -54,9 +55,28 @@ struct ErrorBody<'a> {
 }
 
 impl ErrorReply {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ErrorReply {
+    /// The client's fault: a 4xx `status`.
+    pub fn client(status: StatusCode, message: impl Into<String>) -> ErrorReply {
+        debug_assert!(status.is_client_error(), "{status}");
+        ErrorReply::made(status, Fault::Client, message)
+    }
+
+    /// The upstream's fault: 502 or 504.
+    pub fn upstream(status: StatusCode, message: impl Into<String>) -> ErrorReply {
+        debug_assert!(status.is_server_error(), "{status}");
+        ErrorReply::made(status, Fault::Upstream, message)
+    }
+
+    /// Ours: 500 or 503.
+    pub fn ours(status: StatusCode, message: impl Into<String>) -> ErrorReply {
+        debug_assert!(status.is_server_error(), "{status}");
+        ErrorReply::made(status, Fault::Ours, message)
+    }
+
+    fn made(status: StatusCode, fault: Fault, message: impl Into<String>) -> ErrorReply {
         ErrorReply {
             status,
+            fault,
             messages: vec![message.into()],
             fields: BTreeMap::new(),
             headers: Vec::new(),
@@ -67,6 +87,7 @@ impl ErrorReply {
     pub fn fields(fields: BTreeMap<String, String>) -> ErrorReply {
         ErrorReply {
             status: StatusCode::BAD_REQUEST,
+            fault: Fault::Client,
             messages: Vec::new(),
             fields,
             headers: Vec::new(),
@@ -76,10 +97,6 @@ impl ErrorReply {
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ErrorReply {
         self.headers.push((name, value));
         self
-    }
-
-    pub fn fault(&self) -> Fault {
-        Fault::of(self.status)
     }
 
     pub fn into_response(self) -> Response<RespBody> {
@@ -142,9 +159,13 @@ mod tests {
     }
 
     #[test]
-    fn fault_follows_status() {
-        assert_eq!(Fault::of(StatusCode::BAD_GATEWAY), Fault::Upstream);
-        assert_eq!(Fault::of(StatusCode::SERVICE_UNAVAILABLE), Fault::Internal);
-        assert_eq!(Fault::of(StatusCode::UNAUTHORIZED), Fault::Client);
+    fn the_fault_is_the_makers_and_sets_the_log_level() {
+        let mine = ErrorReply::ours(StatusCode::SERVICE_UNAVAILABLE, "store");
+        assert_eq!(mine.fault, Fault::Ours);
+        assert_eq!(mine.fault.level(), tracing::Level::ERROR);
+        let theirs = ErrorReply::upstream(StatusCode::BAD_GATEWAY, "down");
+        assert_eq!(theirs.fault.level(), tracing::Level::WARN);
+        let yours = ErrorReply::client(StatusCode::NOT_FOUND, "no");
+        assert_eq!(yours.fault, Fault::Client);
     }
 }

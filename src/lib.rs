@@ -7,7 +7,9 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -16,8 +18,10 @@ pub mod gateway;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod request;
 pub mod secret;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod token;
 
@@ -30,15 +34,14 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::lockout::Lockout;
+use crate::auth::policy::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::gateway::{Gateway, Live};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::proxy::Upstream;
+use crate::state::{Gateway, Live};
 use crate::store::{Store, StoreCell, StoreError};
-use crate::token::TokenFormat;
 
 /// Looks up an environment variable (the process environment in production).
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -173,14 +176,8 @@ pub async fn start_with_store(
     let clock = options.clock.clone();
     let client_tls = proxy::client_tls(&config).map_err(StartError::Config)?;
     let upstream = Upstream::with_tls(&config, client_tls.clone()).map_err(StartError::Config)?;
-    let live = Live::build(
-        &config,
-        &*options.env,
-        upstream.clone(),
-        clock.clone(),
-        None,
-    )
-    .map_err(StartError::Config)?;
+    let live = Live::build(&config, &*options.env, upstream.clone(), clock.clone())
+        .map_err(StartError::Config)?;
     let tls = match (
         config.server.tls_cert.as_str(),
         config.server.tls_key.as_str(),
@@ -195,7 +192,7 @@ pub async fn start_with_store(
         Ok(store) => {
             let store = Arc::new(store);
             metrics.tokens.set(store.count().unwrap_or(0) as i64);
-            StoreCell::open(store)
+            Arc::new(StoreCell::open(store))
         }
         Err(e) => {
             initial_problem = Some(e.to_string());
@@ -204,7 +201,7 @@ pub async fn start_with_store(
                 store = %config.tokens.store_path.display(),
                 "the token store cannot be opened; token requests and the management API get 503 until it opens; retrying in the background"
             );
-            StoreCell::closed(&e)
+            Arc::new(StoreCell::closed(&e))
         }
     };
     let workers = config.worker_count();
@@ -219,9 +216,8 @@ pub async fn start_with_store(
     let gateway = Arc::new(Gateway {
         live: ArcSwap::from_pointee(live),
         upstream,
+        auth: Authenticator::new(&config, store.clone(), clock.clone(), metrics.clone()),
         store,
-        format: TokenFormat::new(&config.tokens.prefix),
-        lockout: Lockout::new(clock.clone()),
         trusted: TrustedProxies::new(config.trusted_proxy_nets()),
         clock,
         metrics,
@@ -239,7 +235,8 @@ pub async fn start_with_store(
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
-    let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone()));
+    let readyz = admin.as_ref().map(|(_, a)| format!("http://{a}/readyz"));
+    let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone(), readyz));
     let opener = initial_problem.map(|problem| {
         tokio::spawn(keep_opening(
             gateway.clone(),
@@ -430,8 +427,14 @@ async fn keep_opening(
     }
 }
 
-/// Periodic work: write `lastAccessed`, forget stale failure state.
-async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
+/// Periodic work: write `lastAccessed`, forget stale failure state, check
+/// readiness and log when it changes, naming where `/readyz` is served.
+async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken, readyz: Option<String>) {
+    let readyz: Arc<str> = readyz
+        .unwrap_or_else(|| "no admin listener ([server] admin_listen is empty)".into())
+        .into();
+    // 0: not checked yet, 1: ready, 2: not ready.
+    let last_verdict = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let mut last_flush = tokio::time::Instant::now();
     let mut last_attempt = last_flush;
     let mut last_sweep = tokio::time::Instant::now();
@@ -473,17 +476,22 @@ async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken) {
         if last_ready.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
             last_ready = Some(now);
             if ready_check.as_ref().is_none_or(|c| c.is_finished()) {
-                let gw = gw.clone();
+                let (gw, readyz, last_verdict) = (gw.clone(), readyz.clone(), last_verdict.clone());
                 ready_check = Some(tokio::spawn(async move {
-                    admin::check(&gw).await;
+                    let r = admin::check(&gw).await;
+                    let verdict = if r.ready { 1 } else { 2 };
+                    let before = last_verdict.swap(verdict, std::sync::atomic::Ordering::Relaxed);
+                    if before != verdict && !r.ready {
+                        tracing::warn!(store = %r.store, upstream = %r.upstream, %readyz, "not ready: /readyz answers 503 until this is fixed");
+                    } else if before == 2 && r.ready {
+                        tracing::info!(%readyz, "ready again");
+                    }
                 }));
             }
         }
         if now.duration_since(last_sweep) >= Duration::from_secs(30) {
             last_sweep = now;
-            let live = gw.live.load();
-            gw.lockout.sweep(live.config.auth.lockout_seconds);
-            live.throttle.sweep();
+            gw.auth.sweep(gw.live.load().config.auth.lockout_seconds);
         }
     }
 }

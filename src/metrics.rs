@@ -113,10 +113,21 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabels, Counter>,
     pub tokens: Gauge,
     pub lockouts: Counter,
-    pub in_flight: Gauge,
+    in_flight: Gauge,
     pub ready: Gauge,
     pub last_access_pending: Gauge,
     pub last_access_flush_age: Gauge<f64, AtomicU64>,
+}
+
+/// One request in flight: counted in `tokengate_in_flight_requests` until
+/// it is dropped, however the request ends (a client that disconnects
+/// mid-request drops the handler's future, and with it this guard).
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -126,6 +137,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();

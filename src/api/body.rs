@@ -8,8 +8,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
+use crate::body::{BodyGap, BodyPace, BodyStalled, StallGuard};
 use crate::error::ErrorReply;
-use crate::server::{BodyGap, BodyPace, BodyStalled, StallGuard};
 
 /// How a body must arrive when the server did not say (it always does).
 const DEFAULT_BODY_PACE: BodyPace = BodyPace {
@@ -32,13 +32,13 @@ pub async fn json_object(
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
     if !is_json {
-        return Err(ErrorReply::new(
+        return Err(ErrorReply::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "The request body must be JSON, sent with Content-Type: application/json",
         ));
     }
     let too_large = || {
-        ErrorReply::new(
+        ErrorReply::client(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("The request body is larger than {limit} bytes"),
         )
@@ -60,13 +60,13 @@ pub async fn json_object(
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
         Err(e) if BodyStalled::is_cause_of(&*e) => {
-            return Err(ErrorReply::new(
+            return Err(ErrorReply::client(
                 StatusCode::REQUEST_TIMEOUT,
                 "The request body was not received in time",
             ));
         }
         Err(_) => {
-            return Err(ErrorReply::new(
+            return Err(ErrorReply::client(
                 StatusCode::BAD_REQUEST,
                 "The request body could not be read",
             ));
@@ -79,11 +79,11 @@ pub async fn json_object(
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ErrorReply> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ErrorReply::new(
+        Ok(_) => Err(ErrorReply::client(
             StatusCode::BAD_REQUEST,
             "The request body must be a JSON object",
         )),
-        Err(e) => Err(ErrorReply::new(
+        Err(e) => Err(ErrorReply::client(
             StatusCode::BAD_REQUEST,
             format!("The request body is not valid JSON: {e}"),
         )),

@@ -15,13 +15,14 @@ use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::audit;
 use crate::auth::identity::{Creds, Identity, IdentityError};
-use crate::auth::{self, Credential};
+use crate::auth::policy::{Caller, Refusal, store_unavailable};
 use crate::error::{ErrorReply, RespBody, empty_response, json_response};
-use crate::gateway::{
-    Gateway, Live, RequestCtx, audit_failure, locked, store_unavailable, unauthorized,
-};
+use crate::metrics::Decision;
 use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::request::RequestCtx;
+use crate::state::{Gateway, Live};
 use crate::store::{Filter, InsertError, NewToken, Scope, Store, StoreError, TokenRecord};
 use validity::Requested;
 
@@ -33,8 +34,24 @@ struct ApiCaller {
     identity: Identity,
     /// The caller's own `Authorization`, when they came with a password.
     password_auth: Option<HeaderValue>,
-    /// Came with a READ_ONLY token: may look, never change anything.
-    read_only: bool,
+    /// How they came: a token or a password.
+    via: Caller,
+}
+
+/// Why a management API caller is turned away: the authentication policy's
+/// refusal, or what the upstream said about who they are.
+enum Denied {
+    Policy(Refusal),
+    Identity(ErrorReply),
+}
+
+impl From<Denied> for ErrorReply {
+    fn from(d: Denied) -> ErrorReply {
+        match d {
+            Denied::Policy(r) => r.reply(),
+            Denied::Identity(reply) => reply,
+        }
+    }
 }
 
 impl ApiCaller {
@@ -112,7 +129,10 @@ async fn serve(
     live: &Live,
 ) -> Result<Response<RespBody>, ErrorReply> {
     let Some(route) = route(req.uri().path()) else {
-        return Err(ErrorReply::new(StatusCode::NOT_FOUND, "No such resource"));
+        return Err(ErrorReply::client(
+            StatusCode::NOT_FOUND,
+            "No such resource",
+        ));
     };
     if !route.methods().contains(req.method()) {
         let allow = route
@@ -122,7 +142,7 @@ async fn serve(
             .collect::<Vec<_>>()
             .join(", ");
         // The method is not quoted back: it is the client's text, and could be anything.
-        return Err(ErrorReply::new(
+        return Err(ErrorReply::client(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("This method is not allowed here; allowed: {allow}"),
         )
@@ -137,12 +157,11 @@ async fn serve(
         _ => {}
     }
     let caller = authenticate(gw, req.headers(), ctx, live).await?;
-    if caller.read_only && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        gw.metrics.decision(crate::metrics::Decision::ReadOnly);
-        audit_failure(ctx, None, None, "read_only_scope");
-        return Err(forbidden(
-            "This token is read-only: it can list tokens but not create, change or delete them",
-        ));
+    gw.auth
+        .permit(&caller.via, req.method(), ctx)
+        .map_err(|r| r.reply())?;
+    if matches!(caller.via, Caller::Token(_)) {
+        gw.metrics.decision(Decision::Ok);
     }
     match (route, req.method().clone()) {
         (Route::Tokens, Method::GET) => list_tokens(gw, &caller),
@@ -152,40 +171,34 @@ async fn serve(
         (Route::DeleteAllFor(key), _) => delete_all_for(gw, &caller, &key, ctx).await,
         (Route::TokensByFilter, _) => tokens_by_filter(gw, &req, &caller, ctx).await,
         (Route::FailedLogins(key), _) => clear_failed_logins(gw, &caller, &key, ctx).await,
-        (Route::AuthTest | Route::OpenApi, _) => {
-            Err(ErrorReply::new(StatusCode::NOT_FOUND, "No such resource"))
-        }
+        (Route::AuthTest | Route::OpenApi, _) => Err(ErrorReply::client(
+            StatusCode::NOT_FOUND,
+            "No such resource",
+        )),
     }
 }
 
-/// Who is calling: a token (Basic `user:token` or Bearer) or a password
-/// checked against the upstream. Failures count like on proxied requests.
+/// Who is calling: a token (Basic `user:token` or Bearer), as the
+/// authentication policy decides, or a password, checked against the
+/// upstream. Failures count like on proxied requests.
 async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
     ctx: &RequestCtx,
     live: &Live,
-) -> Result<ApiCaller, ErrorReply> {
-    match auth::credential(headers, &gw.format) {
-        Credential::None => Err(ErrorReply {
-            messages: vec![
-                "Authentication required: use Basic user:password or an API token".into(),
-            ],
-            ..unauthorized()
-        }),
-        Credential::OtherScheme => {
-            audit_failure(ctx, None, None, "unsupported_scheme_on_api");
-            Err(unauthorized())
+) -> Result<ApiCaller, Denied> {
+    match gw.auth.identify(headers, ctx).map_err(Denied::Policy)? {
+        Caller::Anonymous => Err(Denied::Policy(Refusal::CredentialsRequired)),
+        Caller::OtherScheme => {
+            audit::auth_failed(ctx, None, None, "unsupported_scheme_on_api");
+            Err(Denied::Policy(Refusal::Unauthorized))
         }
-        Credential::Unreadable => Err(gw.failed(ctx, live, None, None, "unreadable_authorization")),
-        Credential::Token { user, token } => {
-            let entry = gw.check_token(user.as_deref(), &token, ctx, live)?;
-            gw.touch(&entry);
+        Caller::Token(entry) => {
             let is_admin = live
                 .identity
                 .token_owner_is_admin(&entry.user_key, &live.config.auth)
                 .await
-                .map_err(|e| identity_failed(e, ctx))?;
+                .map_err(|e| Denied::Identity(identity_failed(e, ctx)))?;
             Ok(ApiCaller {
                 identity: Identity {
                     key: entry.user_key.clone(),
@@ -193,31 +206,29 @@ async fn authenticate(
                     is_admin,
                 },
                 password_auth: None,
-                read_only: entry.scope == Scope::ReadOnly,
+                via: Caller::Token(entry),
             })
         }
-        Credential::Password { user } => {
-            if let Some(lock) = gw.lockout.locked(&user, ctx.client_ip) {
-                audit_failure(ctx, Some(&user), None, "locked");
-                return Err(locked(lock, gw.clock.now_ms()));
-            }
+        Caller::Password { user } => {
             let header = headers
                 .get(AUTHORIZATION)
                 .cloned()
-                .ok_or_else(unauthorized)?;
+                .ok_or(Denied::Policy(Refusal::Unauthorized))?;
             match live.identity.by_password(&header, &live.config.auth).await {
                 Ok(identity) => {
-                    gw.lockout.success(&user, ctx.client_ip);
+                    gw.auth.password_confirmed(&user, ctx);
                     Ok(ApiCaller {
                         identity: (*identity).clone(),
                         password_auth: Some(header),
-                        read_only: false,
+                        via: Caller::Password { user },
                     })
                 }
-                Err(IdentityError::BadCredentials) => {
-                    Err(gw.failed(ctx, live, Some(&user), None, "wrong_password"))
-                }
-                Err(e) => Err(identity_failed(e, ctx)),
+                Err(IdentityError::BadCredentials) => Err(Denied::Policy(gw.auth.password_failed(
+                    &user,
+                    ctx,
+                    "wrong_password",
+                ))),
+                Err(e) => Err(Denied::Identity(identity_failed(e, ctx))),
             }
         }
     }
@@ -225,9 +236,10 @@ async fn authenticate(
 
 fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
     match e {
-        IdentityError::BadCredentials => unauthorized(),
+        IdentityError::BadCredentials => Refusal::Unauthorized.reply(),
         IdentityError::Denied { reason } => {
-            let mut reply = ErrorReply::new(StatusCode::FORBIDDEN, "The upstream denied the login");
+            let mut reply =
+                ErrorReply::client(StatusCode::FORBIDDEN, "The upstream denied the login");
             if let Ok(v) = HeaderValue::from_str(&reason) {
                 reply = reply.with_header(
                     http::header::HeaderName::from_static("x-authentication-denied-reason"),
@@ -236,7 +248,7 @@ fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
             }
             reply
         }
-        IdentityError::NoLookupAccount => ErrorReply::new(
+        IdentityError::NoLookupAccount => ErrorReply::client(
             StatusCode::BAD_REQUEST,
             "Looking up other users needs Basic user:password here, or upstream.lookup_user in the gateway's configuration",
         ),
@@ -250,7 +262,7 @@ fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
                 request_id = ctx.request_id(),
                 "unexpected identity answer from the upstream"
             );
-            ErrorReply::new(
+            ErrorReply::upstream(
                 StatusCode::BAD_GATEWAY,
                 "The upstream gave an unexpected answer",
             )
@@ -272,7 +284,7 @@ fn store(gw: &Gateway) -> Result<std::sync::Arc<Store>, ErrorReply> {
 }
 
 fn forbidden(message: &str) -> ErrorReply {
-    ErrorReply::new(StatusCode::FORBIDDEN, message)
+    ErrorReply::client(StatusCode::FORBIDDEN, message)
 }
 
 fn admin_only(caller: &ApiCaller) -> Result<(), ErrorReply> {
@@ -290,7 +302,7 @@ fn parse_id(gw: &Gateway, raw: &str) -> Result<u64, ErrorReply> {
             "id".to_string(),
             format!(
                 "{} is not a token id (a whole number)",
-                gw.format.quoted_unless_token(raw)
+                gw.auth.format().quoted_unless_token(raw)
             ),
         );
         return Err(ErrorReply::fields(f));
@@ -300,7 +312,7 @@ fn parse_id(gw: &Gateway, raw: &str) -> Result<u64, ErrorReply> {
 }
 
 fn no_such_token() -> ErrorReply {
-    ErrorReply::new(StatusCode::NOT_FOUND, "No such token")
+    ErrorReply::client(StatusCode::NOT_FOUND, "No such token")
 }
 
 /// A token as `GET /user/token` lists it.
@@ -478,12 +490,22 @@ async fn create_token(
                     "tokenForUserKey".to_string(),
                     format!(
                         "no user with the key {}",
-                        gw.format.quoted_unless_token(&key)
+                        gw.auth.format().quoted_unless_token(&key)
                     ),
                 );
                 return Err(ErrorReply::fields(f));
             };
-            (key, name, true)
+            // Another spelling of the caller's own key is still their own token:
+            // the user rules of validity apply, filed under the caller's key.
+            if name.eq_ignore_ascii_case(&caller.identity.name) {
+                (
+                    caller.identity.key.clone(),
+                    caller.identity.name.clone(),
+                    false,
+                )
+            } else {
+                (key, name, true)
+            }
         }
         _ => (
             caller.identity.key.clone(),
@@ -492,7 +514,7 @@ async fn create_token(
         ),
     };
     if user_name.chars().any(char::is_control) {
-        return Err(ErrorReply::new(
+        return Err(ErrorReply::client(
             StatusCode::BAD_REQUEST,
             "This username cannot be used with tokens",
         ));
@@ -509,9 +531,9 @@ async fn create_token(
     } else {
         asked.scope.unwrap_or(Scope::ReadWrite)
     };
-    let plain = gw.format.generate().map_err(|e| {
+    let plain = gw.auth.format().generate().map_err(|e| {
         tracing::error!(error = %e, "no randomness for a new token");
-        ErrorReply::new(
+        ErrorReply::ours(
             StatusCode::SERVICE_UNAVAILABLE,
             "Cannot create a token right now",
         )
@@ -539,18 +561,7 @@ async fn create_token(
         Err(InsertError::Store(e)) => return Err(store_failed(e)),
     };
     gw.metrics.tokens.inc();
-    tracing::info!(
-        target: "audit",
-        event = "token_created",
-        token_id = record.id,
-        user_key = %record.user_key,
-        by_user_key = %caller.identity.key,
-        valid_until = record.valid_until,
-        scope = record.scope.code(),
-        client_ip = %ctx.client_ip,
-        request_id = ctx.request_id(),
-        "token created"
-    );
+    audit::token_created(ctx, &record, &caller.identity.key);
     let created = Created {
         id: record.id,
         plain_text_token: plain.expose().to_string(),
@@ -585,15 +596,7 @@ async fn update_token(
         .await
         .map_err(store_failed)?
         .ok_or_else(no_such_token)?;
-    tracing::info!(
-        target: "audit",
-        event = "token_updated",
-        token_id = id,
-        user_key = %caller.identity.key,
-        client_ip = %ctx.client_ip,
-        request_id = ctx.request_id(),
-        "token description changed"
-    );
+    audit::token_updated(ctx, id, &caller.identity.key);
     Ok(json_response(StatusCode::OK, &Listed::from(updated)))
 }
 
@@ -634,16 +637,7 @@ async fn delete_token(
         .map_err(store_failed)?
         .ok_or_else(no_such_token)?;
     gw.metrics.tokens.dec();
-    tracing::info!(
-        target: "audit",
-        event = "token_deleted",
-        token_id = id,
-        user_key = %deleted.user_key,
-        by_user_key = %caller.identity.key,
-        client_ip = %ctx.client_ip,
-        request_id = ctx.request_id(),
-        "token deleted"
-    );
+    audit::token_deleted(ctx, id, &deleted.user_key, &caller.identity.key);
     Ok(json_response(StatusCode::OK, &true))
 }
 
@@ -659,16 +653,7 @@ async fn delete_all_for(
         .await
         .map_err(store_failed)?;
     gw.metrics.tokens.dec_by(n as i64);
-    tracing::info!(
-        target: "audit",
-        event = "tokens_deleted_for_user",
-        user_key,
-        count = n,
-        by_user_key = %caller.identity.key,
-        client_ip = %ctx.client_ip,
-        request_id = ctx.request_id(),
-        "all tokens of a user deleted"
-    );
+    audit::tokens_deleted_for_user(ctx, user_key, n, &caller.identity.key);
     Ok(json_response(StatusCode::OK, &n))
 }
 
@@ -977,20 +962,16 @@ async fn clear_failed_logins(
             None
         }
     };
-    let mut cleared = gw.lockout.clear(user_key);
+    let mut cleared = gw.auth.clear_lockout(user_key);
     if let Some(name) = &name {
-        cleared |= gw.lockout.clear(name);
+        cleared |= gw.auth.clear_lockout(name);
     }
-    tracing::info!(
-        target: "audit",
-        event = "lockout_cleared",
+    audit::lockout_cleared(
+        ctx,
         user_key,
-        user = name.as_deref().unwrap_or(""),
-        was_locked = cleared,
-        by_user_key = %caller.identity.key,
-        client_ip = %ctx.client_ip,
-        request_id = ctx.request_id(),
-        "failed-login counter cleared"
+        name.as_deref(),
+        cleared,
+        &caller.identity.key,
     );
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
@@ -1009,15 +990,6 @@ fn openapi() -> Response<RespBody> {
     resp
 }
 
-/// Is this the lockout's 403?
-fn is_lockout(reply: &ErrorReply) -> bool {
-    reply.status == StatusCode::FORBIDDEN
-        && reply
-            .headers
-            .iter()
-            .any(|(name, value)| name == "x-authentication-denied-reason" && value == "LOCKED")
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AuthTestOut {
@@ -1032,28 +1004,26 @@ async fn auth_test(
     ctx: &RequestCtx,
     live: &Live,
 ) -> Response<RespBody> {
+    let failed = |reply: ErrorReply| AuthTestOut {
+        is_successful_authentication: false,
+        authentication_failure_details: Some(reply.messages.join("; ")),
+    };
     let out = match authenticate(gw, req.headers(), ctx, live).await {
-        Ok(_) => AuthTestOut {
-            is_successful_authentication: true,
-            authentication_failure_details: None,
-        },
-        // Throttled, or the store unavailable: no verdict on the credentials.
-        Err(reply)
-            if reply.status == StatusCode::TOO_MANY_REQUESTS
-                || reply.status == StatusCode::SERVICE_UNAVAILABLE =>
-        {
-            return reply.into_response();
+        Ok(caller) => {
+            if matches!(caller.via, Caller::Token(_)) {
+                gw.metrics.decision(Decision::Ok);
+            }
+            AuthTestOut {
+                is_successful_authentication: true,
+                authentication_failure_details: None,
+            }
         }
+        // Throttled, or the store unavailable: no verdict on the credentials.
+        Err(Denied::Policy(r)) if !r.judges_credentials() => return r.reply().into_response(),
         // A lockout is told like any failure: authTest never says whether
         // a named user is locked.
-        Err(reply) if is_lockout(&reply) => AuthTestOut {
-            is_successful_authentication: false,
-            authentication_failure_details: Some(unauthorized().messages.join("; ")),
-        },
-        Err(reply) => AuthTestOut {
-            is_successful_authentication: false,
-            authentication_failure_details: Some(reply.messages.join("; ")),
-        },
+        Err(Denied::Policy(Refusal::Locked { .. })) => failed(Refusal::Unauthorized.reply()),
+        Err(denied) => failed(denied.into()),
     };
     json_response(StatusCode::OK, &out)
 }

@@ -4,6 +4,7 @@
 
 pub mod identity;
 pub mod lockout;
+pub mod policy;
 pub mod swap;
 pub mod throttle;
 

@@ -26,6 +26,7 @@ pub const MAX_IPS: usize = 100_000;
 type Limiter = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, GovernorClock, NoOpMiddleware<Nanos>>;
 
 pub struct IpThrottle {
+    per_minute: u32,
     limiter: Option<Limiter>,
     gclock: GovernorClock,
     /// Throttled keys → until (epoch ms).
@@ -49,6 +50,7 @@ impl IpThrottle {
         let limiter = NonZeroU32::new(per_minute)
             .map(|n| RateLimiter::dashmap_with_clock(Quota::per_minute(n), gclock.clone()));
         IpThrottle {
+            per_minute,
             limiter,
             gclock,
             blocked: DashMap::new(),
@@ -57,6 +59,11 @@ impl IpThrottle {
             clock,
             cap: cap.max(1),
         }
+    }
+
+    /// The quota: failed attempts per minute (0 = off).
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
     }
 
     /// `Err(retry_after_secs)` while `ip` is throttled. Costs one atomic load

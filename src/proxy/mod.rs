@@ -18,18 +18,17 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use crate::body::{BodyPace, BodyStalled, StallGuard};
 use crate::config::{Config, UpstreamUrl};
-use crate::error::{ErrorReply, RespBody};
-use crate::server::{BodyPace, BodyStalled, ConnHold, StallGuard};
+use crate::error::{ErrorReply, Fault, RespBody};
+use crate::server::ConnHold;
 use headers::ProtectedNames;
-pub use pool::UpstreamBody;
 use pool::{Pool, SendError};
 
-/// Body of a request sent upstream: the client's, streamed (and cut off when
-/// it stalls), or one of ours.
-pub type ReqBody = Either<StallGuard<Incoming>, Full<Bytes>>;
+pub use crate::body::{ReqBody, UpstreamBody};
 
-/// The upstream failed us, or the request cannot be forwarded.
+/// The upstream failed us, or the request cannot be forwarded; each variant
+/// knows whose fault it is.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("cannot connect to the upstream: {0}")]
@@ -40,25 +39,57 @@ pub enum ProxyError {
     Timeout(u128),
     #[error("the request target cannot be forwarded: {0}")]
     BadTarget(&'static str),
-    /// The client's request body paused too long, or was still incomplete
-    /// when the response timeout ran out: not the upstream's fault.
+    /// The client's request body was malformed (a bad chunk) or ended early.
+    #[error("the request body is malformed or ended early")]
+    MalformedBody,
+    /// The client's request body paused too long, arrived too slowly, or was
+    /// still incomplete when the response timeout ran out.
     #[error("the client's request body was not received within {0} ms")]
     ClientStalled(u128),
+}
+
+impl ProxyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::Connect(_) | ProxyError::Broken(_) | ProxyError::Timeout(_) => {
+                Fault::Upstream
+            }
+            ProxyError::BadTarget(_) | ProxyError::MalformedBody | ProxyError::ClientStalled(_) => {
+                Fault::Client
+            }
+        }
+    }
+
+    /// Its label in `tokengate_upstream_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect(_) => "connect",
+            ProxyError::Broken(_) => "broken",
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::BadTarget(_) => "bad_target",
+            ProxyError::MalformedBody => "malformed_body",
+            ProxyError::ClientStalled(_) => "client_stalled",
+        }
+    }
 }
 
 impl From<ProxyError> for ErrorReply {
     fn from(e: ProxyError) -> ErrorReply {
         match e {
-            ProxyError::Connect(_) | ProxyError::Broken(_) => ErrorReply::new(
+            ProxyError::Connect(_) | ProxyError::Broken(_) => ErrorReply::upstream(
                 StatusCode::BAD_GATEWAY,
                 "The upstream server could not be reached or failed to answer",
             ),
-            ProxyError::Timeout(_) => ErrorReply::new(
+            ProxyError::Timeout(_) => ErrorReply::upstream(
                 StatusCode::GATEWAY_TIMEOUT,
                 "The upstream server did not answer in time",
             ),
-            ProxyError::BadTarget(why) => ErrorReply::new(StatusCode::BAD_REQUEST, why),
-            ProxyError::ClientStalled(_) => ErrorReply::new(
+            ProxyError::BadTarget(why) => ErrorReply::client(StatusCode::BAD_REQUEST, why),
+            ProxyError::MalformedBody => ErrorReply::client(
+                StatusCode::BAD_REQUEST,
+                "The request body is malformed or ended early",
+            ),
+            ProxyError::ClientStalled(_) => ErrorReply::client(
                 StatusCode::REQUEST_TIMEOUT,
                 "The request body was not received in time",
             ),
@@ -310,7 +341,7 @@ impl Upstream {
         if BodyStalled::is_cause_of(e) {
             ProxyError::ClientStalled(self.body_pace.gap.as_millis())
         } else if client_body_failed(e) {
-            ProxyError::BadTarget("the request body is malformed or ended early")
+            ProxyError::MalformedBody
         } else if connect {
             ProxyError::Connect(describe(e))
         } else {

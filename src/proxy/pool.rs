@@ -14,20 +14,19 @@
 //! without use, by a sweeper task that runs only while some are idle.
 
 use std::future::poll_fn;
-use std::pin::Pin;
+
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower_service::Service;
 
-use super::ReqBody;
+use crate::body::{ConnHome, Lease, ReqBody, UpstreamBody};
 
 /// How long a connection may stay idle in the pool.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,6 +72,12 @@ struct IdleConn {
     tx: SendRequest<ReqBody>,
     /// The sweeper's epoch when it was returned.
     since: u32,
+}
+
+impl ConnHome for Shared {
+    fn put_back(self: Arc<Self>, tx: SendRequest<ReqBody>) {
+        self.put(tx);
+    }
 }
 
 impl Shared {
@@ -215,76 +220,12 @@ impl Pool {
     }
 
     fn lease(&self, tx: SendRequest<ReqBody>, resp: Response<Incoming>) -> Response<UpstreamBody> {
-        let lease = Lease {
-            tx,
-            shared: self.shared.clone(),
-        };
+        let lease = Lease::new(tx, self.shared.clone());
         if resp.body().is_end_stream() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Nothing will read this body: the connection is free now.
             lease.release();
-            return resp.map(|inner| UpstreamBody { inner, lease: None });
+            return resp.map(|inner| UpstreamBody::new(inner, None));
         }
-        resp.map(|inner| UpstreamBody {
-            inner,
-            lease: Some(lease),
-        })
-    }
-}
-
-/// A connection in use by one exchange.
-struct Lease {
-    tx: SendRequest<ReqBody>,
-    shared: Arc<Shared>,
-}
-
-impl Lease {
-    fn release(self) {
-        self.shared.put(self.tx);
-    }
-}
-
-/// The body of an upstream response; gives its connection back to the pool
-/// once it has ended. Dropped before its end, it closes the connection. (After
-/// a `101`, it holds the connection until the upgrade has taken it over.)
-pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) => {
-                if this.inner.is_end_stream()
-                    && let Some(lease) = this.lease.take()
-                {
-                    lease.release();
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        resp.map(|inner| UpstreamBody::new(inner, Some(lease)))
     }
 }

@@ -77,10 +77,15 @@ impl TokenRecord {
         }
     }
 
-    /// Expired at `now_ms`? A token is valid while `validUntil` > now.
+    /// Expired at `now_ms`? See [`expired`].
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.valid_until != 0 && self.valid_until <= now_ms
+        expired(self.valid_until, now_ms)
     }
+}
+
+/// A token is valid while `validUntil` > now; 0 means it never expires.
+pub fn expired(valid_until: u64, now_ms: u64) -> bool {
+    valid_until != 0 && valid_until <= now_ms
 }
 
 /// What the token hot path needs, stored under the token's hash so that a
@@ -95,8 +100,9 @@ pub struct AuthEntry {
 }
 
 impl AuthEntry {
+    /// Expired at `now_ms`? See [`expired`].
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        self.valid_until != 0 && self.valid_until <= now_ms
+        expired(self.valid_until, now_ms)
     }
 }
 

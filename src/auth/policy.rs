@@ -1,0 +1,429 @@
+//! The authentication policy, decided in one place for every way in (the
+//! proxy path and the management API): who presents an `Authorization`
+//! header, whether they may go on, and what each failure costs.
+//!
+//! [`Authenticator::identify`] reads the header, checks a token (checksum,
+//! store, expiry, owner), applies lockout and the per-address quota, writes
+//! the audit event and the metric of each refusal, and answers
+//! `Result<Caller, Refusal>`; the status code of a refusal follows from its
+//! variant ([`Refusal::reply`]). The places that enforce the policy (the
+//! proxy, the management API) only ask, and say what happened afterwards:
+//! a password the upstream refused ([`Authenticator::password_failed`]) or
+//! confirmed ([`Authenticator::password_confirmed`]).
+//!
+//! The rules:
+//! - a valid token is never refused because of a lockout: it cannot be
+//!   guessed, so refusing it would only let a stranger deny its owner service;
+//! - failures count per user *and* client address, against the name the
+//!   client gave (Basic), never against a token's owner; while that pair is
+//!   locked, password and named-token attempts from the address get the
+//!   lockout's 403;
+//! - every failure counts toward the address's quota (429 beyond it);
+//! - a READ_ONLY token may only read (GET, HEAD, OPTIONS), on the proxy path
+//!   and on the management API alike ([`Authenticator::permit`]).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, StatusCode};
+
+use super::lockout::{FailureOutcome, Locked, Lockout};
+use super::throttle::IpThrottle;
+use super::{Credential, PresentedToken, TokenRefusal, verify_token};
+use crate::audit;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::error::ErrorReply;
+use crate::metrics::{Decision, Metrics};
+use crate::request::RequestCtx;
+use crate::store::{AuthEntry, Scope, StoreCell};
+use crate::token::TokenFormat;
+
+static X_SERAPH_LOGIN_REASON: HeaderName = HeaderName::from_static("x-seraph-loginreason");
+pub static X_AUTH_DENIED_REASON: HeaderName =
+    HeaderName::from_static("x-authentication-denied-reason");
+static X_AUSERNAME: HeaderName = HeaderName::from_static("x-ausername");
+
+/// Who is calling, as far as tokengate can tell by itself.
+#[derive(Debug)]
+pub enum Caller {
+    /// No `Authorization` header.
+    Anonymous,
+    /// A scheme that is the upstream's business (an Atlassian personal
+    /// access token, Kerberos...).
+    OtherScheme,
+    /// `Basic user:password`, not judged yet: by the upstream on the proxy
+    /// path, by the identity check on the management API.
+    Password { user: String },
+    /// A valid token.
+    Token(Arc<AuthEntry>),
+}
+
+/// Why a request is refused. The reply follows from the variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The one 401 for every bad token, unreadable header or refused scheme.
+    Unauthorized,
+    /// No credentials where some are required (the management API).
+    CredentialsRequired,
+    /// The user is locked out from this address.
+    Locked { retry_after_secs: Option<u64> },
+    /// The address used up its quota of failed attempts.
+    Throttled { retry_after_secs: u64 },
+    /// A READ_ONLY token asked to change something.
+    ReadOnly,
+    /// The token store is unavailable: fail closed.
+    StoreUnavailable,
+}
+
+impl Refusal {
+    pub fn reply(&self) -> ErrorReply {
+        match self {
+            Refusal::Unauthorized => unauthorized(),
+            Refusal::CredentialsRequired => ErrorReply {
+                messages: vec![
+                    "Authentication required: use Basic user:password or an API token".into(),
+                ],
+                ..unauthorized()
+            },
+            Refusal::Locked { retry_after_secs } => {
+                let mut reply = ErrorReply::client(
+                    StatusCode::FORBIDDEN,
+                    "This user is locked out after too many failed login attempts",
+                )
+                .with_header(
+                    X_SERAPH_LOGIN_REASON.clone(),
+                    HeaderValue::from_static("AUTHENTICATION_DENIED"),
+                )
+                .with_header(
+                    X_AUTH_DENIED_REASON.clone(),
+                    HeaderValue::from_static("LOCKED"),
+                );
+                if let Some(secs) = retry_after_secs {
+                    reply = reply.with_header(RETRY_AFTER, HeaderValue::from(*secs));
+                }
+                reply
+            }
+            Refusal::Throttled { retry_after_secs } => ErrorReply::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed login attempts from this address; try again later",
+            )
+            .with_header(RETRY_AFTER, HeaderValue::from(*retry_after_secs)),
+            Refusal::ReadOnly => ErrorReply::client(
+                StatusCode::FORBIDDEN,
+                "This token is read-only: it may only read (GET, HEAD and OPTIONS), not change anything",
+            ),
+            Refusal::StoreUnavailable => store_unavailable(),
+        }
+    }
+
+    /// Is this a verdict on the credentials (401, lockout)? Throttling and an
+    /// unavailable store say nothing about them.
+    pub fn judges_credentials(&self) -> bool {
+        !matches!(self, Refusal::Throttled { .. } | Refusal::StoreUnavailable)
+    }
+}
+
+/// The one 401 for every bad token or refused credential.
+fn unauthorized() -> ErrorReply {
+    ErrorReply::client(
+        StatusCode::UNAUTHORIZED,
+        "Token is invalid, has been revoked or expired",
+    )
+    .with_header(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tokengate\", Bearer realm=\"tokengate\""),
+    )
+    .with_header(
+        X_SERAPH_LOGIN_REASON.clone(),
+        HeaderValue::from_static("AUTHENTICATED_FAILED"),
+    )
+}
+
+/// The 503 of a request that needs the token store while it is unavailable
+/// (fail closed).
+pub fn store_unavailable() -> ErrorReply {
+    ErrorReply::ours(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The token store is unavailable; please try again later",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("5"))
+}
+
+/// The settings a reload may change.
+struct Rules {
+    max_failed_attempts: u32,
+    lockout_seconds: u64,
+    allow_password_basic_auth: bool,
+    reject_unknown_schemes: bool,
+    throttle: Arc<IpThrottle>,
+}
+
+/// Decides who may pass; owns the token format, lockout, the per-address
+/// quota and the token check against the store.
+pub struct Authenticator {
+    format: TokenFormat,
+    lockout: Lockout,
+    rules: ArcSwap<Rules>,
+    store: Arc<StoreCell>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    pub fn new(
+        config: &Config,
+        store: Arc<StoreCell>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
+        let throttle = Arc::new(IpThrottle::new(
+            config.auth.failures_per_ip_per_minute,
+            clock.clone(),
+        ));
+        Authenticator {
+            format: TokenFormat::new(&config.tokens.prefix),
+            lockout: Lockout::new(clock.clone()),
+            rules: ArcSwap::from_pointee(Rules::of(config, throttle)),
+            store,
+            clock,
+            metrics,
+        }
+    }
+
+    /// Takes a reloaded configuration's rules; the address quotas are kept
+    /// unless the quota itself changed.
+    pub fn reload(&self, config: &Config) {
+        let current = self.rules.load();
+        let per_minute = config.auth.failures_per_ip_per_minute;
+        let throttle = if current.throttle.per_minute() == per_minute {
+            current.throttle.clone()
+        } else {
+            Arc::new(IpThrottle::new(per_minute, self.clock.clone()))
+        };
+        self.rules.store(Arc::new(Rules::of(config, throttle)));
+    }
+
+    pub fn format(&self) -> &TokenFormat {
+        &self.format
+    }
+
+    /// Step one for every request: an address beyond its quota of failed
+    /// attempts is refused everything until the quota refills.
+    pub fn admit(&self, at: &RequestCtx) -> Result<(), Refusal> {
+        self.rules
+            .load()
+            .throttle
+            .check(at.client_ip)
+            .map_err(|secs| {
+                self.metrics.decision(Decision::Throttled);
+                Refusal::Throttled {
+                    retry_after_secs: secs,
+                }
+            })
+    }
+
+    /// Who presents `headers`' `Authorization`, with every failure counted,
+    /// audited and in the metrics (what is let through is counted by the
+    /// caller, once it knows the request goes on). A valid token's
+    /// `lastAccessed` moves to now.
+    pub fn identify(&self, headers: &HeaderMap, at: &RequestCtx) -> Result<Caller, Refusal> {
+        let rules = self.rules.load();
+        match super::credential(headers, &self.format) {
+            Credential::None => Ok(Caller::Anonymous),
+            Credential::OtherScheme if rules.reject_unknown_schemes => {
+                self.metrics.decision(Decision::OtherSchemeRefused);
+                audit::auth_failed(at, None, None, "unknown_scheme");
+                Err(Refusal::Unauthorized)
+            }
+            Credential::OtherScheme => Ok(Caller::OtherScheme),
+            Credential::Unreadable => {
+                self.metrics.decision(Decision::Invalid);
+                Err(self.failed(&rules, at, None, None, "unreadable_authorization"))
+            }
+            Credential::Password { user } => {
+                if let Some(lock) = self.lockout.locked(&user, at.client_ip) {
+                    return Err(self.refuse_locked(at, &user, None, lock));
+                }
+                Ok(Caller::Password { user })
+            }
+            Credential::Token { user, token } => {
+                let entry = self.check_token(&rules, user.as_deref(), &token, at)?;
+                self.store
+                    .with(|store| store.touch(entry.id, self.clock.now_ms()));
+                Ok(Caller::Token(entry))
+            }
+        }
+    }
+
+    /// May `caller` use `method`? A READ_ONLY token only reads.
+    pub fn permit(&self, caller: &Caller, method: &Method, at: &RequestCtx) -> Result<(), Refusal> {
+        match caller {
+            Caller::Token(entry)
+                if entry.scope == Scope::ReadOnly
+                    && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) =>
+            {
+                self.metrics.decision(Decision::ReadOnly);
+                audit::auth_failed(at, None, Some(entry), "read_only_scope");
+                Err(Refusal::ReadOnly)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// May a password caller's request be forwarded for the upstream to
+    /// judge (`tokens.allow_password_basic_auth`)? The management API always
+    /// checks passwords itself and does not ask.
+    pub fn forward_password(&self, caller: &Caller, at: &RequestCtx) -> Result<(), Refusal> {
+        match caller {
+            Caller::Password { user } if !self.rules.load().allow_password_basic_auth => {
+                // The password is never looked at: no guessing oracle, not counted.
+                self.metrics.decision(Decision::PasswordRefused);
+                audit::auth_failed(at, Some(user), None, "password_auth_disabled");
+                Err(Refusal::Unauthorized)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The upstream (or the identity check) refused `user`'s password.
+    pub fn password_failed(&self, user: &str, at: &RequestCtx, reason: &'static str) -> Refusal {
+        self.failed(&self.rules.load(), at, Some(user), None, reason)
+    }
+
+    /// `user`'s password login worked: their count from this address starts afresh.
+    pub fn password_confirmed(&self, user: &str, at: &RequestCtx) {
+        self.lockout.success(user, at.client_ip);
+    }
+
+    /// Clears a user's counters and locks from every address (the admin
+    /// endpoint). True when there was one.
+    pub fn clear_lockout(&self, user: &str) -> bool {
+        self.lockout.clear(user)
+    }
+
+    /// Forgets expired locks, stale counters and refilled quotas.
+    pub fn sweep(&self, lockout_seconds: u64) {
+        self.lockout.sweep(lockout_seconds);
+        self.rules.load().throttle.sweep();
+    }
+
+    /// The token check: one identical 401 for every bad token; a bad token
+    /// given with a username meets that user's lock from this address.
+    fn check_token(
+        &self,
+        rules: &Rules,
+        user: Option<&str>,
+        token: &PresentedToken<'_>,
+        at: &RequestCtx,
+    ) -> Result<Arc<AuthEntry>, Refusal> {
+        let now = self.clock.now_ms();
+        let verified = match self
+            .store
+            .with(|store| verify_token(store, &self.format, user, token, now))
+        {
+            Some(verified) => verified,
+            // A malformed token is refused without the store, open or not.
+            None if self.format.check(token.expose()).is_err() => Err(TokenRefusal::Malformed),
+            None => Err(TokenRefusal::Store(self.store.not_open())),
+        };
+        match verified {
+            Ok(entry) => {
+                self.lockout.success(&entry.user_name, at.client_ip);
+                Ok(entry)
+            }
+            Err(TokenRefusal::Store(e)) => {
+                self.metrics.decision(Decision::StoreUnavailable);
+                if self.store.is_open() {
+                    tracing::error!(error = %e, request_id = at.request_id(), "token store lookup failed; token refused with 503");
+                } else {
+                    // Logged once per change by the task that keeps trying to open it.
+                    tracing::debug!(error = %e, request_id = at.request_id(), "token store not open; token refused with 503");
+                }
+                Err(Refusal::StoreUnavailable)
+            }
+            Err(refusal) => {
+                let entry = refusal.entry();
+                if let Some(user) = user
+                    && let Some(lock) = self.lockout.locked(user, at.client_ip)
+                {
+                    return Err(self.refuse_locked(at, user, entry, lock));
+                }
+                self.metrics.decision(refusal.decision());
+                Err(self.failed(rules, at, user, entry, refusal.reason()))
+            }
+        }
+    }
+
+    fn refuse_locked(
+        &self,
+        at: &RequestCtx,
+        user: &str,
+        token: Option<&AuthEntry>,
+        lock: Locked,
+    ) -> Refusal {
+        self.metrics.decision(Decision::Locked);
+        audit::auth_failed(at, Some(user), token, "locked");
+        Refusal::Locked {
+            retry_after_secs: lock.retry_after_secs(self.clock.now_ms()),
+        }
+    }
+
+    /// Counts a failed attempt for `user` (the name the client gave, if
+    /// any) from the client's address, and for the address's quota, with its
+    /// audit event: 401, or 429 when this failure used up the quota.
+    fn failed(
+        &self,
+        rules: &Rules,
+        at: &RequestCtx,
+        user: Option<&str>,
+        token: Option<&AuthEntry>,
+        reason: &'static str,
+    ) -> Refusal {
+        audit::auth_failed(at, user, token, reason);
+        if let Some(user) = user {
+            let outcome = self.lockout.failure(
+                user,
+                at.client_ip,
+                rules.max_failed_attempts,
+                rules.lockout_seconds,
+            );
+            if let FailureOutcome::LockedNow(lock) = outcome {
+                self.metrics.lockouts.inc();
+                audit::locked_out(at, user, lock.until);
+            }
+        }
+        match rules.throttle.failure(at.client_ip) {
+            Ok(()) => Refusal::Unauthorized,
+            Err(secs) => {
+                audit::throttled(at);
+                Refusal::Throttled {
+                    retry_after_secs: secs,
+                }
+            }
+        }
+    }
+}
+
+impl Rules {
+    fn of(config: &Config, throttle: Arc<IpThrottle>) -> Rules {
+        Rules {
+            max_failed_attempts: config.auth.max_failed_attempts,
+            lockout_seconds: config.auth.lockout_seconds,
+            allow_password_basic_auth: config.tokens.allow_password_basic_auth,
+            reject_unknown_schemes: config.auth.reject_unknown_schemes,
+            throttle,
+        }
+    }
+}
+
+/// Did the upstream say the password login of `user` worked? Jira and
+/// Confluence answer `X-Seraph-LoginReason: OK` to a login they accepted and
+/// name the logged-in user in `X-AUSERNAME` (`anonymous` when nobody is).
+/// Any other answer (a public page's 200, a 404) says nothing either way.
+pub fn login_confirmed(headers: &HeaderMap, user: &str) -> bool {
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    text(&X_SERAPH_LOGIN_REASON).is_some_and(|v| v.trim() == "OK")
+        || text(&X_AUSERNAME).is_some_and(|v| v.trim().eq_ignore_ascii_case(user))
+}
