@@ -13,31 +13,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use common::process::{Child, serve, stderr_lines, terminate, wait_for, write_config};
 use common::*;
+use reqwest::Method;
 use serde_json::{Value, json};
-use tokengate::demo::sim::{SimConfig, SimUpstream, TrustedHeader};
+use tokengate::demo::sim::{SimConfig, SimUpstream};
 use tokengate::store::{
     AuthEntry, Backend, Filter, InsertError, NewToken, Page, SledBackend, Store, StoreError,
     TokenRecord,
 };
 use tokengate::token::{TokenFormat, TokenHash};
-
-const API: &str = "/rest/de.resolution.apitokenauth/latest";
-
-async fn sim() -> SimUpstream {
-    let mut config = SimConfig::jira();
-    config.trusted_header = Some(TrustedHeader {
-        user_header: "X-Remote-User".into(),
-        secret: Some(("X-Gateway-Secret".into(), SECRET.into())),
-    });
-    SimUpstream::start(config).await.unwrap()
-}
 
 /// A well-formed token (right prefix and checksum) that no store knows.
 fn well_formed_token() -> String {
@@ -65,101 +56,98 @@ async fn assert_store_unavailable(resp: reqwest::Response, what: &str) {
 }
 
 /// `/readyz` until it answers `want` (answers are cached for a second), at most 5 s.
-async fn readiness_until(http: &reqwest::Client, url: &str, want: u16) -> (u16, Value) {
+async fn readiness_until(admin: &Remote, want: u16) -> (u16, Value) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let resp = http.get(url).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap();
+        let (status, body) = admin
+            .anonymous()
+            .request(Method::GET, "/readyz")
+            .json_answer()
+            .await;
         if status == want || Instant::now() > deadline {
-            return (status, body);
+            return (status.as_u16(), body);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// A POST of a token creation as alice: the whole response.
+async fn create_as_alice(gw: &impl Gateway, description: &str) -> reqwest::Response {
+    gw.as_user("alice", "alice")
+        .api(Method::POST, "/user/token")
+        .json(&json!({"tokenDescription": description}))
+        .answer()
+        .await
+}
+
 // ---------------------------------------------------------------------------
 // The real binary with a store path that cannot be used.
 
-fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+/// The real binary started on a store path that cannot be a directory: a
+/// file stands where the store's parent directory should be.
+struct ClosedStore {
+    sim: SimUpstream,
+    child: Child,
+    lines: Receiver<String>,
+    /// The log lines read so far.
+    seen: Vec<String>,
+    /// The log line that says the store cannot be opened.
+    failed: Value,
+    gw: Remote,
+    admin: Remote,
+    /// The file in the way; removing it makes the path usable.
+    blocker: PathBuf,
+    store_path: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-fn wait_for(
-    lines: &std::sync::mpsc::Receiver<String>,
-    needle: &str,
-    seen: &mut Vec<String>,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if line.contains(needle) {
-                    return serde_json::from_str(&line).unwrap();
-                }
-            }
-            Err(_) => break,
+impl ClosedStore {
+    /// Starts the binary and waits until it says the store cannot be
+    /// opened, then (and only then) that it listens.
+    async fn start() -> ClosedStore {
+        let sim = header_mode_sim(SimConfig::jira()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("data");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let store_path = blocker.join("tokens.sled");
+        let config_path = dir.path().join("proxy.toml");
+        write_config(
+            &config_path,
+            &sim.url(),
+            &store_path,
+            &[("server", "admin_listen = \"127.0.0.1:0\"")],
+        );
+        let mut child = serve(&config_path, &[("GW_SECRET", SECRET)]);
+        let lines = stderr_lines(&mut child.0);
+        let mut seen = Vec::new();
+        let failed = wait_for(&lines, "cannot be opened", &mut seen);
+        let listening = wait_for(&lines, "tokengate listening", &mut seen);
+        let admin = listening["admin"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Some(")
+            .trim_end_matches(')')
+            .to_string();
+        ClosedStore {
+            sim,
+            child,
+            lines,
+            seen,
+            failed,
+            gw: Remote::at(format!("http://{}", listening["addr"].as_str().unwrap())),
+            admin: Remote::at(format!("http://{admin}")),
+            blocker,
+            store_path,
+            _dir: dir,
         }
-    }
-    panic!("no log line with {needle:?}; lines so far: {seen:#?}");
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unusable_store_path_fails_closed_and_recovers_without_a_restart() {
-    let sim = sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    // A file where the store's parent directory should be: sled cannot create it.
-    let blocker = dir.path().join("data");
-    std::fs::write(&blocker, b"not a directory").unwrap();
-    let store_path = blocker.join("tokens.sled");
-    let config_path = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-             [upstream]\nurl = \"{}\"\n\
-             [upstream.credentials]\nsecret_header_name = \"X-Gateway-Secret\"\nsecret_env = \"GW_SECRET\"\n\
-             [tokens]\nstore_path = \"{}\"\n[log]\nformat = \"json\"\n",
-            sim.url(),
-            store_path.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("GW_SECRET", SECRET)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let lines = stderr_lines(&mut child.0);
-    let mut seen = Vec::new();
+async fn an_unusable_store_path_is_logged_with_its_reason_and_the_gateway_still_starts() {
+    let s = ClosedStore::start().await;
     // The log says why, and what it means for requests.
-    let failed = wait_for(&lines, "cannot be opened", &mut seen);
+    let failed = &s.failed;
     assert_eq!(failed["level"], "ERROR", "{failed}");
     assert!(
         failed["store"].as_str().unwrap().ends_with("tokens.sled"),
@@ -173,129 +161,47 @@ async fn an_unusable_store_path_fails_closed_and_recovers_without_a_restart() {
         failed["message"].as_str().unwrap().contains("503"),
         "{failed}"
     );
-    // ... and it still starts.
-    let listening = wait_for(&lines, "tokengate listening", &mut seen);
-    let base = format!("http://{}", listening["addr"].as_str().unwrap());
-    let admin = listening["admin"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("Some(")
-        .trim_end_matches(')')
-        .to_string();
-    let http = client();
+}
 
-    // Token requests: 503, never forwarded.
-    sim.clear_seen();
-    let resp = http
-        .get(format!("{base}/rest/api/2/issue/STORE-1"))
-        .bearer_auth(well_formed_token())
-        .send()
-        .await
-        .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_get_503_and_never_reach_the_upstream_while_the_store_is_closed() {
+    let s = ClosedStore::start().await;
+    s.sim.clear_seen();
+    let resp =
+        s.gw.with_token(&well_formed_token())
+            .fetch("/rest/api/2/issue/STORE-1")
+            .await;
     assert_eq!(resp.headers()["retry-after"], "5");
     assert_store_unavailable(resp, "a bearer token").await;
-    let resp = http
-        .get(format!("{base}/rest/api/2/issue/STORE-2"))
-        .basic_auth("alice", Some(well_formed_token()))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        s.gw.as_user("alice", &well_formed_token())
+            .fetch("/rest/api/2/issue/STORE-2")
+            .await;
     assert_store_unavailable(resp, "a Basic user:token").await;
     // A malformed token needs no store to be refused: the usual 401.
-    let resp = http
-        .get(format!("{base}/rest/api/2/issue/STORE-3"))
-        .bearer_auth(format!("tg_{}", "A".repeat(36)))
-        .send()
-        .await
-        .unwrap();
+    let malformed = format!("tg_{}", "A".repeat(36));
+    let resp =
+        s.gw.with_token(&malformed)
+            .fetch("/rest/api/2/issue/STORE-3")
+            .await;
     assert_eq!(resp.status(), 401);
     assert!(
-        sim.seen().iter().all(|s| !s.target.contains("STORE-")),
+        s.sim.seen().iter().all(|s| !s.target.contains("STORE-")),
         "no token request reached the upstream"
     );
-
-    // Requests that need no store are served as usual.
-    let resp = http
-        .get(format!("{base}/rest/api/2/serverInfo?anonymous"))
-        .send()
-        .await
-        .unwrap();
-    assert_ne!(resp.status(), 503);
-    assert!(
-        sim.seen().iter().any(|s| s.target.ends_with("?anonymous")),
-        "anonymous forwarded"
-    );
-    let me: Value = http
-        .get(format!("{base}/rest/api/2/myself"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["name"], "alice", "a password request is forwarded");
-
-    // The management API needs the store: 503, for password and token callers.
-    let resp = http
-        .get(format!("{base}{API}/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_store_unavailable(resp, "list").await;
-    let resp = http
-        .post(format!("{base}{API}/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .json(&json!({"tokenDescription": "while closed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_store_unavailable(resp, "create").await;
-    let resp = http
-        .delete(format!("{base}{API}/user/token/1"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_store_unavailable(resp, "delete").await;
-    // authTest: a password needs no store; a token gets no verdict, a 503.
-    let ok: Value = http
-        .get(format!("{base}{API}/user/authTest"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ok["isSuccessfulAuthentication"], true);
-    let resp = http
-        .get(format!("{base}{API}/user/authTest"))
-        .bearer_auth(well_formed_token())
-        .send()
-        .await
-        .unwrap();
+    // authTest gets no verdict on a token, a 503.
+    let resp =
+        s.gw.with_token(&well_formed_token())
+            .api(Method::GET, "/user/authTest")
+            .answer()
+            .await;
     assert_store_unavailable(resp, "authTest with a token").await;
-
-    // Not ready, and the reason names the store.
-    let resp = http
-        .get(format!("http://{admin}/readyz"))
-        .send()
+    // Each of the three is counted.
+    let metrics = s
+        .admin
+        .anonymous()
+        .fetch("/metrics")
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 503);
-    let ready: Value = resp.json().await.unwrap();
-    assert_eq!(ready["upstream"], "ok");
-    assert!(
-        ready["store"].as_str().unwrap().contains("not open"),
-        "{ready}"
-    );
-    let metrics = http
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -303,101 +209,133 @@ async fn an_unusable_store_path_fails_closed_and_recovers_without_a_restart() {
         metrics.contains("tokengate_auth_decisions_total{result=\"store_unavailable\"} 3"),
         "{metrics}"
     );
+}
 
-    // The path becomes usable: the gateway opens the store by itself.
-    std::fs::remove_file(&blocker).unwrap();
-    let opened = wait_for(&lines, "the token store is open", &mut seen);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_need_no_store_are_forwarded_while_it_is_closed() {
+    let s = ClosedStore::start().await;
+    let resp =
+        s.gw.anonymous()
+            .fetch("/rest/api/2/serverInfo?anonymous")
+            .await;
+    assert_ne!(resp.status(), 503);
+    assert!(
+        s.sim
+            .seen()
+            .iter()
+            .any(|s| s.target.ends_with("?anonymous")),
+        "anonymous forwarded"
+    );
+    let me: Value =
+        s.gw.as_user("alice", "alice")
+            .myself()
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(me["name"], "alice", "a password request is forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_api_answers_503_while_the_store_is_closed() {
+    let s = ClosedStore::start().await;
+    let alice = s.gw.as_user("alice", "alice");
+    let resp = alice.api(Method::GET, "/user/token").answer().await;
+    assert_store_unavailable(resp, "list").await;
+    assert_store_unavailable(create_as_alice(&s.gw, "while closed").await, "create").await;
+    let resp = alice.api(Method::DELETE, "/user/token/1").answer().await;
+    assert_store_unavailable(resp, "delete").await;
+    // authTest: a password needs no store.
+    let (_, ok) = alice.get("/user/authTest").await;
+    assert_eq!(ok["isSuccessfulAuthentication"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_and_names_the_closed_store() {
+    let s = ClosedStore::start().await;
+    let (status, ready) = s
+        .admin
+        .anonymous()
+        .request(Method::GET, "/readyz")
+        .json_answer()
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(ready["upstream"], "ok");
+    assert!(
+        ready["store"].as_str().unwrap().contains("not open"),
+        "{ready}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_the_path_is_usable_the_store_opens_without_a_restart() {
+    let mut s = ClosedStore::start().await;
+    std::fs::remove_file(&s.blocker).unwrap();
+    let opened = wait_for(&s.lines, "the token store is open", &mut s.seen);
     assert_eq!(opened["level"], "INFO");
-    let (status, ready) = readiness_until(&http, &format!("http://{admin}/readyz"), 200).await;
+    let (status, ready) = readiness_until(&s.admin, 200).await;
     assert_eq!((status, &ready["ready"]), (200, &json!(true)), "{ready}");
-    let created: Value = http
-        .post(format!("{base}{API}/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .json(&json!({"tokenDescription": "after recovery"}))
-        .send()
+    let created: Value = create_as_alice(&s.gw, "after recovery")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(created["id"], 1);
-    let me: Value = http
-        .get(format!("{base}/rest/api/2/myself"))
-        .bearer_auth(created["plainTextToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value =
+        s.gw.with_token(created["plainTextToken"].as_str().unwrap())
+            .myself()
+            .await
+            .json()
+            .await
+            .unwrap();
     assert_eq!(me["name"], "alice", "the new token works");
     assert!(
-        store_path.is_dir(),
+        s.store_path.is_dir(),
         "the store was created where configured"
     );
     assert!(
-        seen.iter().all(|l| !l.contains("panicked")),
+        s.seen.iter().all(|l| !l.contains("panicked")),
         "no panic in the log"
     );
     assert!(
-        child.0.try_wait().unwrap().is_none(),
+        s.child.0.try_wait().unwrap().is_none(),
         "the same process served throughout"
     );
 
     // A clean stop closes the store it opened late.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_for(&lines, "store closed", &mut seen);
-    assert!(child.0.wait().unwrap().success());
+    terminate(&s.child.0);
+    wait_for(&s.lines, "store closed", &mut s.seen);
+    assert!(s.child.0.wait().unwrap().success());
 }
 
 // ---------------------------------------------------------------------------
 // In-process: a store held by someone else, and a backend that fails on demand.
 
-async fn config_for(sim: &SimUpstream, dir: &std::path::Path) -> tokengate::config::Config {
-    let mut config = test_config(&sim.url(), dir);
+/// [`header_mode_config`] with an admin listener.
+fn config_for(sim: &SimUpstream, dir: &std::path::Path) -> tokengate::config::Config {
+    let mut config = header_mode_config(&sim.url(), dir);
     config.server.admin_listen = "127.0.0.1:0".into();
-    config.upstream.credentials.secret_header_name = "X-Gateway-Secret".into();
-    config.upstream.credentials.secret_env = "GW_SECRET".into();
     config
+}
+
+fn admin_of(gw: &tokengate::Running) -> Remote {
+    Remote::at(format!("http://{}", gw.admin_addr().unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_held_by_another_process_is_taken_over_when_released() {
-    secrets::scan_logs();
-    let sim = sim().await;
+    let sim = header_mode_sim(SimConfig::jira()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config_for(&sim, dir.path()).await;
+    let config = config_for(&sim, dir.path());
     // Another holder of the store, as an old gateway still shutting down would be.
     let holder = Store::open(&config.tokens.store_path).unwrap();
-    let clock = tokengate::clock::ManualClock::new(T0);
-    let gw = tokengate::start(config.clone(), options(clock, &[("GW_SECRET", SECRET)]))
-        .await
-        .expect("the gateway starts although the store is in use");
-    let base = format!("http://{}", gw.addr());
-    let admin = gw.admin_addr().unwrap();
-    let http = client();
-    let resp = http
-        .post(format!("{base}{API}/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .json(&json!({"tokenDescription": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_store_unavailable(resp, "create while held").await;
-    let ready: Value = http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gw = start_with_secret(config.clone(), tokengate::clock::ManualClock::new(T0)).await;
+    assert_store_unavailable(create_as_alice(&gw, "x").await, "create while held").await;
+    let (_, ready) = admin_of(&gw)
+        .anonymous()
+        .request(Method::GET, "/readyz")
+        .json_answer()
+        .await;
     assert!(
         ready["store"]
             .as_str()
@@ -411,13 +349,7 @@ async fn a_store_held_by_another_process_is_taken_over_when_released() {
     // Retries back off to at most 5 s: the store is taken within a few seconds.
     let released = Instant::now();
     let created = loop {
-        let resp = http
-            .post(format!("{base}{API}/user/token"))
-            .basic_auth("alice", Some("alice"))
-            .json(&json!({"tokenDescription": "after release"}))
-            .send()
-            .await
-            .unwrap();
+        let resp = create_as_alice(&gw, "after release").await;
         if resp.status() == 200 {
             break resp.json::<Value>().await.unwrap();
         }
@@ -428,12 +360,10 @@ async fn a_store_held_by_another_process_is_taken_over_when_released() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let resp = http
-        .get(format!("{base}/rest/api/2/myself"))
-        .bearer_auth(created["plainTextToken"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = gw
+        .with_token(created["plainTextToken"].as_str().unwrap())
+        .myself()
+        .await;
     assert_eq!(resp.status(), 200);
     gw.stop().await;
 }
@@ -516,18 +446,15 @@ struct FaultySetup {
     gw: tokengate::Running,
     sim: SimUpstream,
     faults: Faulty,
-    base: String,
-    admin: std::net::SocketAddr,
-    http: reqwest::Client,
+    admin: Remote,
     dir: tempfile::TempDir,
 }
 
 impl FaultySetup {
     async fn start() -> FaultySetup {
-        secrets::scan_logs();
-        let sim = sim().await;
+        let sim = header_mode_sim(SimConfig::jira()).await;
         let dir = tempfile::tempdir().unwrap();
-        let config = config_for(&sim, dir.path()).await;
+        let config = config_for(&sim, dir.path());
         let faults = Faulty {
             inner: Arc::new(SledBackend::open(&config.tokens.store_path).unwrap()),
             fail_lookup: Arc::default(),
@@ -535,69 +462,50 @@ impl FaultySetup {
             fail_flush: Arc::default(),
         };
         let backend = faults.clone();
-        let clock = tokengate::clock::ManualClock::new(T0);
-        let gw = tokengate::start_with_store(
+        let gw = start_with_store(
             config,
-            options(clock, &[("GW_SECRET", SECRET)]),
             Arc::new(move || Ok(Store::with_backend(Arc::new(backend.clone())))),
         )
-        .await
-        .unwrap();
+        .await;
         FaultySetup {
-            base: format!("http://{}", gw.addr()),
-            admin: gw.admin_addr().unwrap(),
+            admin: admin_of(&gw),
             gw,
             sim,
             faults,
-            http: client(),
             dir,
         }
     }
 
     async fn create(&self, description: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{}{API}/user/token", self.base))
-            .basic_auth("alice", Some("alice"))
-            .json(&json!({"tokenDescription": description}))
-            .send()
-            .await
-            .unwrap()
+        create_as_alice(&self.gw, description).await
     }
 
     async fn listed_ids(&self) -> Vec<u64> {
-        let list: Vec<Value> = self
-            .http
-            .get(format!("{}{API}/user/token", self.base))
-            .basic_auth("alice", Some("alice"))
-            .send()
-            .await
+        let (_, list) = self.gw.as_user("alice", "alice").get("/user/token").await;
+        list.as_array()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list.iter().map(|t| t["id"].as_u64().unwrap()).collect()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect()
     }
 
     async fn delete(&self, id: u64) -> reqwest::Response {
-        self.http
-            .delete(format!("{}{API}/user/token/{id}", self.base))
-            .basic_auth("alice", Some("alice"))
-            .send()
+        self.gw
+            .as_user("alice", "alice")
+            .api(Method::DELETE, &format!("/user/token/{id}"))
+            .answer()
             .await
-            .unwrap()
     }
 
     async fn myself(&self, token: &str, tag: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/rest/api/2/myself?{tag}", self.base))
-            .bearer_auth(token)
-            .send()
+        self.gw
+            .with_token(token)
+            .fetch(&format!("/rest/api/2/myself?{tag}"))
             .await
-            .unwrap()
     }
 
     async fn readiness(&self, want: u16) -> (u16, Value) {
-        readiness_until(&self.http, &format!("http://{}/readyz", self.admin), want).await
+        readiness_until(&self.admin, want).await
     }
 
     /// Stops the gateway, reopens the store on disk, returns its records' ids.
@@ -709,30 +617,17 @@ async fn a_failed_lookup_refuses_the_token_with_503_and_never_forwards_it() {
     s.faults.fail_lookup.store(true, Ordering::SeqCst);
     s.sim.clear_seen();
     assert_store_unavailable(s.myself(&token, "lookup-fails").await, "proxied").await;
-    let resp = s
-        .http
-        .post(format!("{}/rest/api/2/issue?lookup-fails-basic", s.base))
-        .basic_auth("alice", Some(&token))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        s.gw.as_user("alice", &token)
+            .request(Method::POST, "/rest/api/2/issue?lookup-fails-basic")
+            .json(&json!({}))
+            .answer()
+            .await;
     assert_store_unavailable(resp, "proxied, Basic").await;
-    let resp = s
-        .http
-        .get(format!("{}{API}/user/token", s.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let by_token = s.gw.with_token(&token);
+    let resp = by_token.api(Method::GET, "/user/token").answer().await;
     assert_store_unavailable(resp, "management API with a token").await;
-    let resp = s
-        .http
-        .put(format!("{}{API}/user/authTest", s.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = by_token.api(Method::PUT, "/user/authTest").answer().await;
     assert_store_unavailable(resp, "authTest with a token").await;
     assert!(
         s.sim
@@ -742,13 +637,10 @@ async fn a_failed_lookup_refuses_the_token_with_503_and_never_forwards_it() {
         "the upstream never saw a token request: {:?}",
         s.sim.seen().iter().map(|r| &r.target).collect::<Vec<_>>()
     );
-    let me = s
-        .http
-        .get(format!("{}/rest/api/2/myself?password", s.base))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
+    let me =
+        s.gw.as_user("alice", "alice")
+            .fetch("/rest/api/2/myself?password")
+            .await;
     assert_eq!(me.status(), 200, "password requests are unaffected");
 
     s.faults.fail_lookup.store(false, Ordering::SeqCst);

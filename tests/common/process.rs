@@ -68,6 +68,42 @@ pub fn wait_for(lines: &Receiver<String>, needle: &str, seen: &mut Vec<String>) 
     panic!("no log line with {needle:?}; lines so far: {seen:#?}");
 }
 
+/// Writes a configuration for `tokengate serve` to `path`: listening on
+/// port 0 in header mode (the secret from `GW_SECRET`) in front of
+/// `upstream_url`, the store at `store_path`, JSON logs; `extra` adds
+/// `(table, line)` pairs (`("auth", "max_failed_attempts = 0")`).
+pub fn write_config(path: &Path, upstream_url: &str, store_path: &Path, extra: &[(&str, &str)]) {
+    let mut tables: Vec<(&str, Vec<String>)> = vec![
+        ("server", vec!["listen = \"127.0.0.1:0\"".into()]),
+        ("upstream", vec![format!("url = \"{upstream_url}\"")]),
+        (
+            "upstream.credentials",
+            vec![
+                "secret_header_name = \"X-Gateway-Secret\"".into(),
+                "secret_env = \"GW_SECRET\"".into(),
+            ],
+        ),
+        (
+            "tokens",
+            vec![format!("store_path = \"{}\"", store_path.display())],
+        ),
+        ("auth", vec![]),
+        ("log", vec!["format = \"json\"".into()]),
+    ];
+    for (table, line) in extra {
+        let (_, lines) = tables
+            .iter_mut()
+            .find(|(t, _)| t == table)
+            .unwrap_or_else(|| panic!("no table [{table}]"));
+        lines.push(line.to_string());
+    }
+    let mut text = String::new();
+    for (table, lines) in tables.iter().filter(|(_, l)| !l.is_empty()) {
+        text.push_str(&format!("[{table}]\n{}\n", lines.join("\n")));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
 /// Sends SIGTERM to the child.
 pub fn terminate(child: &std::process::Child) {
     assert!(
