@@ -3,6 +3,7 @@
 //! share flushes (group commit). The store lives on disk, not tmpfs.
 //!
 //! `cargo bench --bench create`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,7 @@
 //! 1,000,000 tokens in the store; and the rejection of a malformed token.
 //!
 //! `cargo bench --bench hot_path`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

@@ -2,6 +2,7 @@
 //! protected headers, `X-Forwarded-*`, `Host`, and the credential swap.
 //!
 //! `cargo bench --bench rewrite`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

@@ -2,6 +2,7 @@
 //! pages, with 100,000 tokens (as in `tests/scale.rs`).
 //!
 //! `cargo bench --bench store`; `TOKENGATE_BENCH_TOKENS=1000000` for a million.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

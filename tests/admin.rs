@@ -1,4 +1,5 @@
 //! The admin listener (health, readiness, metrics) and request ids.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The management API of SPEC §4, one test per rule, against the simulated
 //! Jira (and Confluence where the products differ).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //!
 //! One scenario runs once and its log is kept; each case reads one kind of
 //! event from it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The `tokengate` command as an operator uses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! addresses, all failing, leaves the failure bookkeeping bounded: entry
 //! counts stay at their caps and resident memory grows by a bounded amount.
 //! (Its own test binary, so no other test shares the process's memory.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv6Addr};
 

@@ -5,6 +5,7 @@
 //! echoed back or left in URLs, HTTP/2 cookie and Host quirks, numbers that
 //! overflow, and slow clients. One test per finding; each failed before the
 //! change that made it pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

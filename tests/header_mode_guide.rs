@@ -3,6 +3,7 @@
 //! is set up as the guide tells a Jira admin (trust `X-Remote-User` only with
 //! the secret), and then a token reaches Jira as its owner while a forged
 //! header, straight to Jira or through the gateway, does not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! value tokengate writes can carry CR, LF or NUL. Complements the spoofing
 //! checks of `auth.rs` and `proxy.rs` with the spellings, schemes, modes,
 //! protocols and byte-level tricks they leave out.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //!
 //! Covered elsewhere: an oversized head (431), a slow head and idle keep-alive
 //! (tests/proxy.rs), an oversized API body (413, tests/api.rs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The gateway as a plain reverse proxy (no tokens): targets, headers,
 //! upgrades, upstream failures, TLS and HTTP/2 on the listener, timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Reloading the configuration: live settings change without dropping
 //! connections; a bad configuration is rejected and the running one kept.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

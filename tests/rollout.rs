@@ -1,6 +1,7 @@
 //! What a person deploying tokengate reads and runs first: the README's
 //! commands and configuration, the minimum Rust version, the documents'
 //! links, and the validity rule an administrator meets for their own token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

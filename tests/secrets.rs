@@ -3,6 +3,7 @@
 //! (`tests/common/secrets.rs`) that aborts the binary on a leak, so the whole
 //! suite is the test; these tests prove the scanner works and sees the
 //! gateway's own events, and that error bodies never echo a secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! URL are left out (curl takes them for host names and would try to resolve
 //! them, which these tests must not). `| python -mjson.tool` is replaced by
 //! parsing the JSON here. `-s -w` are added to read the status code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -10,6 +10,7 @@
 //! - A write that fails (insert or flush) is a 503 for that management call,
 //!   and nothing of it stays behind, in memory or on disk.
 //! - A lookup that fails is a 503, and the upstream never sees the request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

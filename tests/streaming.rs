@@ -5,6 +5,7 @@
 //! resident set (VmHWM) is reset before the transfers and read after them;
 //! had any of the three held a 50 MB body, the peak would have grown by at
 //! least 50 MB. Every party here streams in 64 KiB chunks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! response body (HTTP/1.1 with Content-Length, chunked, and HTTP/2 from the
 //! client), an upstream 401 to the credentials swapped in for a token, and a
 //! CAPTCHA 403 to a password on the proxy path.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
