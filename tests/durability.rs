@@ -13,23 +13,23 @@
 //!
 //! Twenty rounds; requests in flight at the kill may have happened or not,
 //! and the next round learns which from the listing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::SECRET;
+use common::process::{Child, serve, stderr_lines, wait_for, write_config};
+use common::{Answer, Gateway, Remote, SECRET, header_mode_sim};
+use reqwest::Method;
 use serde_json::{Value, json};
-use tokengate::demo::sim::{SimConfig, SimUpstream, SimUser, TrustedHeader};
+use tokengate::demo::sim::{SimConfig, SimUser};
 
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 20;
-const API: &str = "/rest/de.resolution.apitokenauth/latest";
 
 fn user(i: usize) -> (String, String) {
     (format!("user{i:02}"), format!("KEY{i:02}"))
@@ -61,56 +61,26 @@ struct Totals {
     highest_id: u64,
 }
 
-struct Gateway {
-    child: std::process::Child,
-    base: String,
+/// The real binary, and where it listens.
+struct Process {
+    child: Child,
+    at: Remote,
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_gateway(config: &std::path::Path) -> Gateway {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("GW_SECRET", SECRET)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Read every line (the pipe must never fill up); hand over the address.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("panicked") {
-                eprintln!("gateway: {line}");
-            }
-            if line.contains("tokengate listening")
-                && let Some(tx) = tx.take()
-            {
-                let v: Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["addr"].as_str().unwrap().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the gateway starts on the store it left behind");
-    Gateway {
+fn start_gateway(config: &std::path::Path) -> Process {
+    let mut child = serve(config, &[("GW_SECRET", SECRET)]);
+    // Every line is read (the pipe never fills up); panics are echoed.
+    let lines = stderr_lines(&mut child.0);
+    let listening = wait_for(&lines, "tokengate listening", &mut Vec::new());
+    let base = format!("http://{}", listening["addr"].as_str().unwrap());
+    Process {
         child,
-        base: format!("http://{addr}"),
+        at: Remote::with_client(base, http()),
     }
 }
 
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = common::client();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -121,14 +91,14 @@ fn http() -> reqwest::Client {
 /// One client's load: create, and every third time delete an earlier token,
 /// until `stop`. Records only what was acknowledged.
 async fn client_load(
-    base: String,
+    gw: Remote,
     i: usize,
     state: Arc<Mutex<Acked>>,
     stop: Arc<AtomicBool>,
     totals: Arc<Mutex<Totals>>,
 ) {
-    let http = http();
     let (name, _) = user(i);
+    let caller = gw.as_user(&name, &name);
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) && n < 100_000 {
         n += 1;
@@ -147,9 +117,8 @@ async fn client_load(
             None
         };
         if let Some((id, token)) = victim {
-            let resp = http
-                .delete(format!("{base}{API}/user/token/{id}"))
-                .basic_auth(&name, Some(&name))
+            let resp = caller
+                .api(Method::DELETE, &format!("/user/token/{id}"))
                 .send()
                 .await;
             let acked = match resp {
@@ -169,9 +138,8 @@ async fn client_load(
             }
             continue;
         }
-        let resp = http
-            .post(format!("{base}{API}/user/token"))
-            .basic_auth(&name, Some(&name))
+        let resp = caller
+            .api(Method::POST, "/user/token")
             .json(&json!({"tokenDescription": format!("{name} #{n}")}))
             .send()
             .await;
@@ -259,32 +227,20 @@ fn settle(
 
 /// After a restart: checks every user's acknowledged state against the
 /// gateway, settles what was in doubt, starts a new round.
-async fn verify(base: &str, states: &[Arc<Mutex<Acked>>], totals: &Mutex<Totals>, round: usize) {
-    let http = http();
+async fn verify(gw: &Remote, states: &[Arc<Mutex<Acked>>], totals: &Mutex<Totals>, round: usize) {
     for (i, state) in states.iter().enumerate() {
         let (name, _) = user(i);
-        let resp = http
-            .get(format!("{base}{API}/user/token"))
-            .basic_auth(&name, Some(&name))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "round {round}: list of {name}");
-        let listed: BTreeSet<u64> = resp
-            .json::<Vec<Value>>()
-            .await
+        let (status, list) = gw.as_user(&name, &name).get("/user/token").await;
+        assert_eq!(status, 200, "round {round}: list of {name}");
+        let listed: BTreeSet<u64> = list
+            .as_array()
             .unwrap()
             .iter()
             .map(|t| t["id"].as_u64().unwrap())
             .collect();
         let (fresh, gone) = settle(&mut state.lock().unwrap(), &listed, totals, round, &name);
         for (id, token) in fresh {
-            let resp = http
-                .get(format!("{base}/rest/api/2/myself"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
+            let resp = gw.with_token(&token).myself().await;
             assert_eq!(
                 resp.status(),
                 200,
@@ -294,12 +250,7 @@ async fn verify(base: &str, states: &[Arc<Mutex<Acked>>], totals: &Mutex<Totals>
             assert_eq!(me["name"], name.as_str());
         }
         for (id, token) in gone {
-            let resp = http
-                .get(format!("{base}/rest/api/2/myself"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
+            let resp = gw.with_token(&token).myself().await;
             assert_eq!(
                 resp.status(),
                 401,
@@ -309,13 +260,12 @@ async fn verify(base: &str, states: &[Arc<Mutex<Acked>>], totals: &Mutex<Totals>
     }
     // Ids never go back.
     let (name, _) = user(0);
-    let created: Value = http
-        .post(format!("{base}{API}/user/token"))
-        .basic_auth(&name, Some(&name))
+    let created: Value = gw
+        .as_user(&name, &name)
+        .api(Method::POST, "/user/token")
         .json(&json!({"tokenDescription": "after the kill"}))
-        .send()
+        .answer()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -347,27 +297,20 @@ async fn acknowledged_creates_and_deletes_survive_kill_9_and_ids_never_go_back()
             SimUser::new(&name, &key, &name, false)
         })
         .collect();
-    sim_config.trusted_header = Some(TrustedHeader {
-        user_header: "X-Remote-User".into(),
-        secret: Some(("X-Gateway-Secret".into(), SECRET.into())),
-    });
-    let sim = SimUpstream::start(sim_config).await.unwrap();
+    let sim = header_mode_sim(sim_config).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.toml");
-    std::fs::write(
+    write_config(
         &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"\"\n\
-             [upstream]\nurl = \"{}\"\n\
-             [upstream.credentials]\nsecret_header_name = \"X-Gateway-Secret\"\nsecret_env = \"GW_SECRET\"\n\
-             [tokens]\nstore_path = \"{}\"\nmax_tokens_per_user = 0\n\
-             [auth]\nfailures_per_ip_per_minute = 1000000\n\
-             [log]\nformat = \"json\"\nlevel = \"info\"\n",
-            sim.url(),
-            dir.path().join("tokens.sled").display()
-        ),
-    )
-    .unwrap();
+        &sim.url(),
+        &dir.path().join("tokens.sled"),
+        &[
+            ("server", "admin_listen = \"\""),
+            ("tokens", "max_tokens_per_user = 0"),
+            ("auth", "failures_per_ip_per_minute = 1000000"),
+            ("log", "level = \"info\""),
+        ],
+    );
 
     let states: Vec<Arc<Mutex<Acked>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
     let totals = Arc::new(Mutex::new(Totals::default()));
@@ -389,7 +332,7 @@ async fn acknowledged_creates_and_deletes_survive_kill_9_and_ids_never_go_back()
             .enumerate()
             .map(|(i, state)| {
                 tokio::spawn(client_load(
-                    gw.base.clone(),
+                    gw.at.clone(),
                     i,
                     state.clone(),
                     stop.clone(),
@@ -417,15 +360,15 @@ async fn acknowledged_creates_and_deletes_survive_kill_9_and_ids_never_go_back()
         }
         let after = Duration::from_millis(300 + u64::from(rand::random::<u32>() % 700));
         tokio::time::sleep(after).await;
-        gw.child.kill().unwrap(); // SIGKILL
-        gw.child.wait().unwrap();
+        gw.child.0.kill().unwrap(); // SIGKILL
+        gw.child.0.wait().unwrap();
         load_time += load_started.elapsed();
         stop.store(true, Ordering::SeqCst);
         for c in clients {
             c.await.unwrap();
         }
         gw = start_gateway(&config);
-        verify(&gw.base, &states, &totals, round).await;
+        verify(&gw.at, &states, &totals, round).await;
     }
     let t = totals.lock().unwrap();
     let live: usize = states.iter().map(|s| s.lock().unwrap().live.len()).sum();
