@@ -1,6 +1,7 @@
 //! `tokengate store stats|export|import`: a round trip keeps ids and working
 //! tokens, import is idempotent, and a store held by a running gateway is
 //! refused with a clear message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -56,14 +57,10 @@ async fn export_import_round_trip_keeps_ids_and_working_tokens() {
     let alice = s.token_for("alice").await;
     let bob = s.token_for("bob").await;
     s.token_for("alice").await;
-    let deleted = s
-        .http
-        .delete(s.api("/user/token/3"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    assert_eq!(
+        s.as_user("alice", "alice").delete("/user/token/3").await.0,
+        200
+    );
     let old_store = s.config.tokens.store_path.clone();
     let old_config = config_file(s.dir.path(), &old_store);
 
@@ -139,40 +136,20 @@ async fn export_import_round_trip_keeps_ids_and_working_tokens() {
     assert_eq!(serde_json::from_str::<Value>(&stats).unwrap()["tokens"], 0);
 
     // The gateway on the restored store: the same tokens work, ids continue.
-    let mut config = test_config(&sim.url(), dir.path());
+    let mut config = header_mode_config(&sim.url(), dir.path());
     config.tokens.store_path = new_store;
-    config.upstream.credentials.secret_header_name = "X-Gateway-Secret".into();
-    config.upstream.credentials.secret_env = "GW_SECRET".into();
-    secrets::scan_logs();
-    let gw = tokengate::start(config, options(clock, &[("GW_SECRET", SECRET)]))
-        .await
-        .unwrap();
-    let http = client();
+    let gw = start_with_secret(config, clock).await;
     for (token, name) in [(&alice, "alice"), (&bob, "bob")] {
-        let me: Value = http
-            .get(format!("http://{}/rest/api/2/myself", gw.addr()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let me: Value = gw.with_token(token).myself().await.json().await.unwrap();
         assert_eq!(me["name"], name);
     }
-    let created: Value = http
-        .post(format!(
-            "http://{}/rest/de.resolution.apitokenauth/latest/user/token",
-            gw.addr()
-        ))
-        .basic_auth("alice", Some("alice"))
-        .json(&serde_json::json!({"tokenDescription": "after restore"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = gw
+        .as_user("alice", "alice")
+        .post(
+            "/user/token",
+            serde_json::json!({"tokenDescription": "after restore"}),
+        )
+        .await;
     assert_eq!(
         created["id"], 4,
         "id 3 was deleted before the export: it is not handed out again"
