@@ -1,16 +1,15 @@
 //! 100,000 tokens in the store: one user's list and tokensByFilter pages are
 //! correct (how fast they are is measured by `cargo bench --bench store`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::*;
-use serde_json::Value;
 use tokengate::store::{Backend, Scope, SledBackend, TokenRecord};
 use tokengate::token::TokenHash;
 
 const USERS: u64 = 1_000;
 const PER_USER: u64 = 100;
-const ALICE_KEY: &str = "JIRAUSER10100";
 
 /// Fills a store directly, a thousand records per transaction, as an import would.
 fn fill(path: &std::path::Path) {
@@ -61,38 +60,18 @@ async fn one_users_list_and_filter_pages_with_100k_tokens() {
         .await
         .unwrap();
 
-    let s = JiraSetup::with(tokengate::demo::sim::SimConfig::jira(), |c| {
-        c.tokens.store_path = store
-    })
-    .await;
-    let list: Vec<Value> = s
-        .http
-        .get(s.api("/user/token"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = JiraSetup::jira_with(|c| c.tokens.store_path = store).await;
+    let (_, list) = s.as_user("alice", "alice").get("/user/token").await;
+    let list = list.as_array().unwrap();
     assert_eq!(list.len() as u64, PER_USER);
     let ids: Vec<u64> = list.iter().map(|t| t["id"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (0..PER_USER).map(|n| n * USERS + 8).collect();
     assert_eq!(ids, expected, "alice's tokens, by id");
 
+    let admin = s.as_user("admin", "admin");
     let page = |q: String| {
-        let s = &s;
-        async move {
-            s.http
-                .get(s.api(&format!("/user/tokensByFilter?{q}")))
-                .basic_auth("admin", Some("admin"))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        let admin = &admin;
+        async move { admin.get(&format!("/user/tokensByFilter?{q}")).await.1 }
     };
     let all = page("notValidAfter=-1&page=3&limit=50".into()).await;
     assert_eq!(all["total"], USERS * PER_USER);
