@@ -5,6 +5,7 @@
 //! exactly the requests the client was entitled to, framed unambiguously,
 //! and never a second, smuggled one. After every vector a clean request must
 //! arrive whole, on a connection that never carried a broken exchange.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -309,30 +310,14 @@ struct Setup {
 async fn setup() -> Setup {
     let upstream = RawUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&upstream.url(), dir.path());
+    let mut config = header_mode_config(&upstream.url(), dir.path());
     // One worker, one upstream pool: connection reuse is observable.
     config.server.workers = 1;
-    config.upstream.credentials.secret_header_name = "X-Gateway-Secret".into();
-    config.upstream.credentials.secret_env = "GW_SECRET".into();
-    let gw = tokengate::start(
-        config,
-        options(ManualClock::new(T0), &[("GW_SECRET", SECRET)]),
-    )
-    .await
-    .expect("gateway starts");
-    let created: serde_json::Value = client()
-        .post(format!(
-            "http://{}/rest/de.resolution.apitokenauth/latest/user/token",
-            gw.addr()
-        ))
-        .basic_auth("alice", Some("alice"))
-        .json(&serde_json::json!({"tokenDescription": "smuggling tests"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gw = start_with_secret(config, ManualClock::new(T0)).await;
+    let created = gw
+        .as_user("alice", "alice")
+        .create_token(serde_json::json!({"tokenDescription": "smuggling tests"}))
+        .await;
     let token = created["plainTextToken"].as_str().unwrap().to_string();
     Setup {
         gw,
@@ -340,18 +325,6 @@ async fn setup() -> Setup {
         _dir: dir,
         token,
     }
-}
-
-/// Writes `bytes` on a fresh connection; returns what came back and whether
-/// the gateway closed the connection (within 5 s).
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .is_ok();
-    (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
 /// The status codes of every response in `out`, in order.
