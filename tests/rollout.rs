@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{JiraSetup, T0};
+use common::{ADMIN_KEY, ALICE_KEY, Gateway, JiraSetup, T0};
 use serde_json::{Value, json};
 use tokengate::api::validity::add_months;
 
@@ -209,21 +209,6 @@ fn the_documents_say_what_token_scopes_mean_and_speak_for_themselves() {
     }
 }
 
-async fn create(s: &JiraSetup, auth: (&str, &str), body: Value) -> (u16, Value) {
-    let resp = s
-        .http
-        .post(s.api("/user/token"))
-        .basic_auth(auth.0, Some(auth.1))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
-}
-
-const ADMIN_KEY: &str = "JIRAUSER10000";
-const ALICE_KEY: &str = "JIRAUSER10100";
-
 #[tokio::test]
 async fn an_administrator_asking_too_long_a_validity_for_their_own_token_gets_400_naming_the_maximum()
  {
@@ -237,7 +222,10 @@ async fn an_administrator_asking_too_long_a_validity_for_their_own_token_gets_40
     ];
     for body in &too_long {
         for auth in [("admin", "admin"), ("admin", admin_token.as_str())] {
-            let (status, v) = create(&s, auth, body.clone()).await;
+            let (status, v) = s
+                .as_user(auth.0, auth.1)
+                .post("/user/token", body.clone())
+                .await;
             // Not the whole answer: a 200 would hold a token.
             assert_eq!(
                 status, 400,
@@ -256,9 +244,8 @@ async fn an_administrator_asking_too_long_a_validity_for_their_own_token_gets_40
         }
     }
     // Only a token made for another user is cut down to the maximum.
-    let (status, v) = create(
-        &s,
-        ("admin", "admin"),
+    let (status, v) = s.as_user("admin", "admin").post(
+        "/user/token",
         json!({"tokenDescription": "for alice", "tokenForUserKey": ALICE_KEY, "tokenValidityTimeInMonths": 24}),
     )
     .await;
