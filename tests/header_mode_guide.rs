@@ -9,6 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
+use common::{Gateway, Remote, values};
 use tokengate::config::Config;
 use tokengate::demo::sim::{SimConfig, SimUpstream, TrustedHeader};
 
@@ -63,72 +64,55 @@ async fn the_header_mode_guide_works_on_the_simulated_jira() {
     )
     .await
     .expect("the gateway starts with the guide's configuration");
-    let base = format!("http://{}", gw.addr());
-    let http = common::client();
     let myself = "/rest/api/2/myself";
 
     // alice makes a token with her password, then calls Jira with it: Jira sees alice.
-    let created: serde_json::Value = http
-        .post(format!(
-            "{base}/rest/de.resolution.apitokenauth/latest/user/token"
-        ))
-        .basic_auth("alice", Some("alice"))
-        .json(&serde_json::json!({"tokenDescription": "header mode"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = gw
+        .as_user("alice", "alice")
+        .create_token(serde_json::json!({"tokenDescription": "header mode"}))
+        .await;
     let token = created["plainTextToken"].as_str().unwrap().to_string();
     sim.clear_seen();
-    let resp = http
-        .get(format!("{base}{myself}"))
-        .bearer_auth(&token)
+    let resp = gw
+        .with_token(&token)
         // A client's attempt to be someone else on the way is removed.
         .header("X-Remote-User", "admin")
-        .send()
-        .await
-        .unwrap();
+        .fetch(myself)
+        .await;
     assert_eq!(resp.status(), 200);
     let me: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(me["name"], "alice");
     let seen = sim.seen();
     let last = seen.last().unwrap();
     assert_eq!(last.user.as_deref(), Some("alice"), "Jira took it as alice");
-    assert_eq!(
-        common::values(&last.headers, &creds.header_name),
-        vec!["alice"]
-    );
+    assert_eq!(values(&last.headers, &creds.header_name), vec!["alice"]);
 
     // The same header sent straight to Jira, without the secret or with a wrong
     // one: not trusted, the request is anonymous and gets Jira's 401.
+    let jira = Remote::at(sim.url());
     for secret in [None, Some("guessed")] {
         sim.clear_seen();
-        let mut direct = http
-            .get(format!("{}{myself}", sim.url()))
-            .header(creds.header_name.as_str(), "admin");
+        let mut direct = jira.anonymous().header(&creds.header_name, "admin");
         if let Some(secret) = secret {
-            direct = direct.header(creds.secret_header_name.as_str(), secret);
+            direct = direct.header(&creds.secret_header_name, secret);
         }
-        let resp = direct.send().await.unwrap();
+        let resp = direct.fetch(myself).await;
         assert_eq!(resp.status(), 401, "secret {secret:?}");
         assert_eq!(sim.seen().last().unwrap().user, None, "secret {secret:?}");
     }
 
     // A forged header through the gateway, without a token, never reaches Jira.
     sim.clear_seen();
-    let resp = http
-        .get(format!("{base}{myself}"))
+    let resp = gw
+        .anonymous()
         .header("x_remote_user", "admin")
         .header("X-Remote-User", "admin")
-        .send()
-        .await
-        .unwrap();
+        .fetch(myself)
+        .await;
     assert_eq!(resp.status(), 401);
     let seen = sim.seen();
     let last = seen.last().unwrap();
     assert_eq!(last.user, None);
-    assert!(common::values(&last.headers, &creds.header_name).is_empty());
+    assert!(values(&last.headers, &creds.header_name).is_empty());
     gw.stop().await;
 }
