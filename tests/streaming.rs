@@ -11,6 +11,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
+use reqwest::Method;
 
 const SIZE: u64 = 50 * 1024 * 1024;
 /// Generous allowance for buffers, pools and allocator slack; far below SIZE.
@@ -31,26 +32,21 @@ async fn fifty_megabytes_each_way_with_flat_memory() {
     let upstream = EchoUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let gw = start(test_config(&upstream.url(), dir.path())).await;
-    let http = client();
+    let client = gw.anonymous();
     // Warm up connections and allocator pools, then measure from here.
-    let resp = http
-        .get(format!("http://{}/download/1048576", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.fetch("/download/1048576").await;
     assert_eq!(resp.bytes().await.unwrap().len(), 1_048_576);
     let before = status_kb("VmRSS:");
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS (Linux)");
 
     // Upload: the client generates the body as it sends it.
-    let body = reqwest::Body::wrap_stream(stream_of_results(SIZE));
-    let resp = http
-        .put(format!("http://{}/rest/api/2/attachment", gw.addr()))
+    let body = reqwest::Body::wrap_stream(bytes_of(SIZE, b'u'));
+    let resp = client
+        .request(Method::PUT, "/rest/api/2/attachment")
         .header("content-length", SIZE.to_string())
         .body(body)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         upstream.last().body_len,
@@ -59,11 +55,7 @@ async fn fifty_megabytes_each_way_with_flat_memory() {
     );
 
     // Download: counted chunk by chunk.
-    let resp = http
-        .get(format!("http://{}/download/{SIZE}", gw.addr()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.fetch(&format!("/download/{SIZE}")).await;
     assert_eq!(resp.status(), 200);
     let mut received = 0u64;
     let mut chunks = resp.bytes_stream();
@@ -83,21 +75,4 @@ async fn fifty_megabytes_each_way_with_flat_memory() {
         SIZE / 1024
     );
     gw.stop().await;
-}
-
-fn stream_of_results(
-    total: u64,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
-    const CHUNK: u64 = 64 * 1024;
-    let chunk = bytes::Bytes::from(vec![b'u'; CHUNK as usize]);
-    futures_util::stream::unfold(0u64, move |sent| {
-        let chunk = chunk.clone();
-        async move {
-            if sent >= total {
-                return None;
-            }
-            let n = CHUNK.min(total - sent);
-            Some((Ok(chunk.slice(..n as usize)), sent + n))
-        }
-    })
 }

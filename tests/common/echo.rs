@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -184,20 +185,25 @@ async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<B
 
 /// `total` bytes in 64 KiB chunks, generated as they are sent.
 pub fn stream_of(total: u64) -> BoxBody {
+    StreamBody::new(bytes_of(total, b'x').map_ok(Frame::data)).boxed()
+}
+
+/// `total` bytes `byte` in 64 KiB chunks, generated as they are sent (an
+/// upload that is never held whole).
+pub fn bytes_of(
+    total: u64,
+    byte: u8,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
     const CHUNK: u64 = 64 * 1024;
-    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
-    let stream = futures_util::stream::unfold(0u64, move |sent| {
+    let chunk = Bytes::from(vec![byte; CHUNK as usize]);
+    futures_util::stream::unfold(0u64, move |sent| {
         let chunk = chunk.clone();
         async move {
             if sent >= total {
                 return None;
             }
             let n = CHUNK.min(total - sent);
-            Some((
-                Ok::<_, std::io::Error>(Frame::data(chunk.slice(..n as usize))),
-                sent + n,
-            ))
+            Some((Ok(chunk.slice(..n as usize)), sent + n))
         }
-    });
-    StreamBody::new(stream).boxed()
+    })
 }
