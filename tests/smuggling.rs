@@ -409,6 +409,15 @@ fn smuggled_tail() -> String {
     )
 }
 
+/// A fresh gateway, sent `bytes` and the smuggled request behind them on one
+/// connection: the setup, what came back, and whether the connection closed.
+async fn send_vector(bytes: &str) -> (Setup, String, bool) {
+    let s = setup().await;
+    let bytes = format!("{bytes}{}", smuggled_tail());
+    let (out, closed) = exchange(s.gw.addr(), bytes.as_bytes()).await;
+    (s, out, closed)
+}
+
 #[tokio::test]
 async fn ambiguous_framing_is_refused_with_400_and_never_reaches_the_upstream() {
     let vectors = [
@@ -489,9 +498,7 @@ async fn ambiguous_framing_is_refused_with_400_and_never_reaches_the_upstream() 
         },
     ];
     for v in vectors {
-        let s = setup().await;
-        let bytes = format!("{}\r\n{}{}", v.head, v.body, smuggled_tail());
-        let (out, closed) = exchange(s.gw.addr(), bytes.as_bytes()).await;
+        let (s, out, closed) = send_vector(&format!("{}\r\n{}", v.head, v.body)).await;
         let codes = statuses(&out);
         assert_eq!(codes.len(), 1, "{}: {out}", v.name);
         assert!(
@@ -528,14 +535,12 @@ async fn content_length_with_transfer_encoding_forwards_one_chunked_request_and_
         ),
     ];
     for (name, framing) in orders {
-        let s = setup().await;
         // By Content-Length the body is "0\r\n\r\n"; by chunked it is empty and a
         // second request follows. Either way that request must not be served.
-        let bytes = format!(
-            "POST /v HTTP/1.1\r\nHost: h\r\n{framing}\r\n0\r\n\r\n{}",
-            smuggled_tail()
-        );
-        let (out, closed) = exchange(s.gw.addr(), bytes.as_bytes()).await;
+        let (s, out, closed) = send_vector(&format!(
+            "POST /v HTTP/1.1\r\nHost: h\r\n{framing}\r\n0\r\n\r\n"
+        ))
+        .await;
         assert_eq!(statuses(&out), [200], "{name}: {out}");
         assert!(
             closed,
@@ -561,12 +566,10 @@ async fn an_oversize_chunk_size_fails_the_request_and_poisons_no_upstream_connec
         "10000000000000000",
         "ffffffffffffffff0",
     ] {
-        let s = setup().await;
-        let bytes = format!(
-            "POST /v HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n{}",
-            smuggled_tail()
-        );
-        let (out, closed) = exchange(s.gw.addr(), bytes.as_bytes()).await;
+        let (s, out, closed) = send_vector(&format!(
+            "POST /v HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+        ))
+        .await;
         // The client's body is at fault: 400, not a 502 blamed on the upstream.
         assert_eq!(statuses(&out), [400], "{size}: {out}");
         assert!(closed, "{size}: connection left open");
