@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use common::*;
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,106 +29,60 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
         .unwrap()
 }
 
-async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 // ---- 1. READ_ONLY binds the management API too ---------------------------------------
 
 #[tokio::test]
 async fn a_read_only_token_cannot_create_change_or_delete_tokens() {
     let s = JiraSetup::jira().await;
     let ro = s
-        .create_token(
-            "alice",
-            "alice",
-            json!({"tokenDescription": "read only", "tokenScope": 1}),
-        )
+        .as_user("alice", "alice")
+        .create_token(json!({"tokenDescription": "read only", "tokenScope": 1}))
         .await;
     let ro_token = ro["plainTextToken"].as_str().unwrap().to_string();
     let id = ro["id"].as_u64().unwrap();
     let admin_ro = s
-        .create_token(
-            "admin",
-            "admin",
-            json!({"tokenDescription": "admin read only", "tokenScope": 1}),
-        )
+        .as_user("admin", "admin")
+        .create_token(json!({"tokenDescription": "admin read only", "tokenScope": 1}))
         .await["plainTextToken"]
         .as_str()
         .unwrap()
         .to_string();
 
-    let create = s
-        .http
-        .post(s.api("/user/token"))
-        .bearer_auth(&ro_token)
-        .json(&json!({"tokenDescription": "escalated", "tokenScope": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(create.status(), 403, "create with a READ_ONLY token");
-    let patch = s
-        .http
-        .patch(s.api(&format!("/user/token/{id}")))
-        .bearer_auth(&ro_token)
-        .json(&json!({"tokenDescription": "renamed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patch.status(), 403, "update with a READ_ONLY token");
-    let delete = s
-        .http
-        .delete(s.api(&format!("/user/token/{id}")))
-        .basic_auth("alice", Some(&ro_token))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(delete.status(), 403, "delete with a READ_ONLY token");
-    for (method, path) in [
-        (
-            reqwest::Method::DELETE,
-            "/user/token/deleteAllFor/JIRAUSER10100",
-        ),
-        (reqwest::Method::DELETE, "/admin/failedLogins/JIRAUSER10100"),
+    let (ro, admin_ro) = (s.with_token(&ro_token), s.with_token(&admin_ro));
+    let (status, _) = ro
+        .post(
+            "/user/token",
+            json!({"tokenDescription": "escalated", "tokenScope": 2}),
+        )
+        .await;
+    assert_eq!(status, 403, "create with a READ_ONLY token");
+    let (status, _) = ro
+        .patch(
+            &format!("/user/token/{id}"),
+            json!({"tokenDescription": "renamed"}),
+        )
+        .await;
+    assert_eq!(status, 403, "update with a READ_ONLY token");
+    let (status, _) = s
+        .as_user("alice", &ro_token)
+        .delete(&format!("/user/token/{id}"))
+        .await;
+    assert_eq!(status, 403, "delete with a READ_ONLY token");
+    for path in [
+        "/user/token/deleteAllFor/JIRAUSER10100",
+        "/admin/failedLogins/JIRAUSER10100",
     ] {
-        let resp = s
-            .http
-            .request(method, s.api(path))
-            .bearer_auth(&admin_ro)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 403, "{path} with an admin's READ_ONLY token");
+        let (status, _) = admin_ro.delete(path).await;
+        assert_eq!(status, 403, "{path} with an admin's READ_ONLY token");
     }
 
     // Looking is allowed, and nothing changed.
-    let (status, list) = json_of(
-        s.http
-            .get(s.api("/user/token"))
-            .bearer_auth(&ro_token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, list) = ro.get("/user/token").await;
     assert_eq!(status, 200);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 1, "no token was created: {list:?}");
     assert_eq!(list[0]["description"], "read only");
-    let (status, page) = json_of(
-        s.http
-            .get(s.api("/user/tokensByFilter?notValidAfter=-1"))
-            .bearer_auth(&admin_ro)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, page) = admin_ro.get("/user/tokensByFilter?notValidAfter=-1").await;
     assert_eq!(status, 200);
     assert_eq!(page["total"], 2);
 }
@@ -140,13 +94,7 @@ async fn a_token_request_never_hands_out_the_upstreams_session_cookie() {
     let s = JiraSetup::jira().await;
     let token = s.token_for("alice").await;
     // The simulated Jira starts a session for every login, as Jira does.
-    let by_password = s
-        .http
-        .get(s.url("/rest/api/2/myself"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
+    let by_password = s.as_user("alice", "alice").myself().await;
     assert!(by_password.headers().contains_key("set-cookie"));
     let sso_logins = s
         .sim
@@ -154,13 +102,8 @@ async fn a_token_request_never_hands_out_the_upstreams_session_cookie() {
         .iter()
         .filter(|r| r.headers.contains_key("x-remote-user"))
         .count();
-    for req in [
-        s.http.get(s.url("/rest/api/2/myself")).bearer_auth(&token),
-        s.http
-            .get(s.url("/rest/api/2/myself"))
-            .basic_auth("alice", Some(&token)),
-    ] {
-        let resp = req.send().await.unwrap();
+    for caller in [s.with_token(&token), s.as_user("alice", &token)] {
+        let resp = caller.myself().await;
         assert_eq!(resp.status(), 200);
         assert!(
             !resp.headers().contains_key("set-cookie"),
@@ -181,14 +124,9 @@ async fn a_token_request_never_hands_out_the_upstreams_session_cookie() {
 
 // ---- 3. only a confirmed login resets the count ----------------------------------------
 
+/// The status of `GET path` as alice with `password`.
 async fn password_call(s: &JiraSetup, path: &str, password: &str) -> StatusCode {
-    s.http
-        .get(s.url(path))
-        .basic_auth("alice", Some(password))
-        .send()
-        .await
-        .unwrap()
-        .status()
+    s.as_user("alice", password).fetch(path).await.status()
 }
 
 #[tokio::test]
@@ -200,13 +138,7 @@ async fn a_public_page_answering_200_does_not_reset_the_failure_count() {
     assert_eq!(password_call(&s, "/status", "wrong").await, 200);
     assert_eq!(password_call(&s, "/rest/api/2/myself", "wrong").await, 401);
     // That third 401 locked alice out from this address.
-    let resp = s
-        .http
-        .get(s.url("/rest/api/2/myself"))
-        .basic_auth("alice", Some("alice"))
-        .send()
-        .await
-        .unwrap();
+    let resp = s.as_user("alice", "alice").myself().await;
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["x-authentication-denied-reason"], "LOCKED");
 }
@@ -229,57 +161,34 @@ async fn a_stranger_cannot_lock_out_the_admin() {
     let s = JiraSetup::jira().await;
     let admin_token = s.token_for("admin").await;
     let stranger = client_from([127, 0, 0, 2]);
-    let myself = s.url("/rest/api/2/myself");
+    let from_stranger = |caller: Caller| caller.over(stranger.clone());
     for _ in 0..3 {
-        let resp = stranger
-            .get(&myself)
-            .basic_auth("admin", Some("guess"))
-            .send()
-            .await
-            .unwrap();
+        let resp = from_stranger(s.as_user("admin", "guess")).myself().await;
         assert_eq!(resp.status(), 401);
     }
     // Locked out from the stranger's address only.
-    let resp = stranger
-        .get(&myself)
-        .basic_auth("admin", Some("admin"))
-        .send()
-        .await
-        .unwrap();
+    let resp = from_stranger(s.as_user("admin", "admin")).myself().await;
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["x-authentication-denied-reason"], "LOCKED");
     // The real admin, from their own address, with a password and a token.
-    let resp = s
-        .http
-        .get(&myself)
-        .basic_auth("admin", Some("admin"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(s.as_user("admin", "admin").myself().await.status(), 200);
     for client in [&s.http, &stranger] {
-        for req in [
-            client.get(&myself).bearer_auth(&admin_token),
-            client.get(&myself).basic_auth("admin", Some(&admin_token)),
-            client.get(s.api("/user/token")).bearer_auth(&admin_token),
+        let by_token = s.with_token(&admin_token).over(client.clone());
+        let by_basic = s.as_user("admin", &admin_token).over(client.clone());
+        for resp in [
+            by_token.myself().await,
+            by_basic.myself().await,
+            by_token.api(Method::GET, "/user/token").answer().await,
         ] {
-            let resp = req.send().await.unwrap();
             assert_eq!(resp.status(), 200, "a valid token is never locked out");
         }
     }
     // authTest tells a stranger nothing about locks: the locked admin's wrong
     // password reads exactly like a never-locked user's.
     let details = |user: &'static str, from: reqwest::Client| {
-        let url = s.api("/user/authTest");
+        let caller = s.as_user(user, "guess").over(from);
         async move {
-            let (status, v) = json_of(
-                from.get(url)
-                    .basic_auth(user, Some("guess"))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (status, v) = caller.get("/user/authTest").await;
             assert_eq!(status, 200);
             assert_eq!(v["isSuccessfulAuthentication"], false);
             v["authenticationFailureDetails"].clone()
@@ -293,20 +202,12 @@ async fn a_stranger_cannot_lock_out_the_admin() {
         "{locked}"
     );
     // An admin's reset clears the lock from every address.
-    let resp = s
-        .http
-        .delete(s.api("/admin/failedLogins/JIRAUSER10000"))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
-    let resp = stranger
-        .get(&myself)
-        .basic_auth("admin", Some("admin"))
-        .send()
-        .await
-        .unwrap();
+    let (status, _) = s
+        .with_token(&admin_token)
+        .delete(&format!("/admin/failedLogins/{ADMIN_KEY}"))
+        .await;
+    assert_eq!(status, 204);
+    let resp = from_stranger(s.as_user("admin", "admin")).myself().await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -377,8 +278,7 @@ async fn trace_and_connect_are_refused_and_never_forwarded() {
 #[tokio::test]
 async fn only_websocket_is_tunnelled() {
     let up = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = start(test_config(&up.url(), dir.path())).await;
+    let (gw, _dir) = gateway_for(&up.url(), |_| {}).await;
     let out = raw(
         gw.addr(),
         b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
@@ -394,11 +294,7 @@ async fn only_websocket_is_tunnelled() {
 
     // WebSocket still switches.
     let mut sock = TcpStream::connect(gw.addr()).await.unwrap();
-    sock.write_all(
-        b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    sock.write_all(WEBSOCKET_UPGRADE).await.unwrap();
     let mut buf = [0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
         .await
@@ -416,13 +312,11 @@ async fn a_token_is_never_echoed_in_an_error() {
     let s = JiraSetup::jira().await;
     let token = s.token_for("alice").await;
     let resp = s
-        .http
-        .post(s.api("/user/token"))
-        .basic_auth("alice", Some("alice"))
+        .as_user("alice", "alice")
+        .api(Method::POST, "/user/token")
         .json(&json!({"tokenDescription": "x", token.clone(): 1, "weird name!": 2}))
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(resp.status(), 400);
     let text = resp.text().await.unwrap();
     assert!(!text.contains(&token), "{text}");
@@ -449,7 +343,7 @@ async fn a_token_in_the_query_string_is_refused_and_never_forwarded() {
         format!("/rest/api/2/search?jql=x&os_authType=basic&t={underscore}"),
         format!("/rest/de.resolution.apitokenauth/latest/user/token?token={token}"),
     ] {
-        let resp = s.http.get(s.url(&target)).send().await.unwrap();
+        let resp = s.anonymous().fetch(&target).await;
         assert_eq!(resp.status(), 400, "{target}");
         let text = resp.text().await.unwrap();
         assert!(text.contains("Authorization header"), "{text}");
@@ -458,12 +352,9 @@ async fn a_token_in_the_query_string_is_refused_and_never_forwarded() {
     assert!(s.sim.seen().is_empty(), "{:?}", s.sim.seen());
     // Ordinary queries pass.
     let resp = s
-        .http
-        .get(s.url("/rest/api/2/myself?expand=groups&x=tg_short"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .with_token(&token)
+        .fetch("/rest/api/2/myself?expand=groups&x=tg_short")
+        .await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -474,24 +365,14 @@ async fn a_wrong_user_token_counts_against_the_claimed_user_not_the_owner() {
     let s = JiraSetup::jira().await;
     let bobs = s.token_for("bob").await;
     for _ in 0..3 {
-        let resp = s
-            .http
-            .get(s.url("/rest/api/2/myself"))
-            .basic_auth("alice", Some(&bobs))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 401);
+        assert_eq!(s.as_user("alice", &bobs).myself().await.status(), 401);
     }
     assert_eq!(password_call(&s, "/rest/api/2/myself", "alice").await, 403);
-    let resp = s
-        .http
-        .get(s.url("/rest/api/2/myself"))
-        .basic_auth("bob", Some("bob"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "the token's owner is not counted");
+    assert_eq!(
+        s.as_user("bob", "bob").myself().await.status(),
+        200,
+        "the token's owner is not counted"
+    );
 }
 
 // ---- 10. store files are private ---------------------------------------------------------
@@ -518,20 +399,14 @@ async fn the_store_is_created_private() {
 #[tokio::test]
 async fn http2_cookie_fields_reach_the_upstream_as_one_header() {
     let up = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let gw = start(test_config(&up.url(), dir.path())).await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = h2
-        .get(format!("http://{}/page", gw.addr()))
+    let (gw, _dir) = gateway_for(&up.url(), |_| {}).await;
+    let resp = gw
+        .anonymous()
+        .over(http2_client())
         .header("cookie", "a=1")
         .header("cookie", "b=2")
-        .send()
-        .await
-        .unwrap();
+        .fetch("/page")
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(values(&up.last().headers, "cookie"), ["a=1; b=2"]);
@@ -563,28 +438,17 @@ async fn several_or_broken_host_headers_are_refused() {
 #[tokio::test]
 async fn a_page_beyond_any_offset_and_a_text_direction_override_are_400() {
     let s = JiraSetup::jira().await;
-    let (status, v) = json_of(
-        s.http
-            .get(s.api("/user/tokensByFilter?page=99999999999999999999"))
-            .basic_auth("admin", Some("admin"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, v) = s
+        .as_user("admin", "admin")
+        .get("/user/tokensByFilter?page=99999999999999999999")
+        .await;
     assert_eq!(status, 400, "{v}");
     assert!(v["errors"]["page"].is_string(), "{v}");
     for bad in ["\u{202E}gnp.exe", "a\u{2066}b", "x\u{202A}"] {
-        let (status, v) = json_of(
-            s.http
-                .post(s.api("/user/token"))
-                .basic_auth("alice", Some("alice"))
-                .json(&json!({"tokenDescription": bad}))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, v) = s
+            .as_user("alice", "alice")
+            .post("/user/token", json!({"tokenDescription": bad}))
+            .await;
         assert_eq!(status, 400, "{bad:?}: {v}");
     }
 }
@@ -596,11 +460,11 @@ async fn a_page_beyond_any_offset_and_a_text_direction_override_are_400() {
 #[tokio::test]
 async fn a_trickling_request_body_is_cut_by_the_minimum_rate() {
     let up = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&up.url(), dir.path());
-    config.server.header_read_timeout_ms = 1_000;
-    config.server.min_body_bytes_per_second = 100;
-    let gw = start(config).await;
+    let (gw, _dir) = gateway_for(&up.url(), |c| {
+        c.server.header_read_timeout_ms = 1_000;
+        c.server.min_body_bytes_per_second = 100;
+    })
+    .await;
     let mut sock = TcpStream::connect(gw.addr()).await.unwrap();
     sock.write_all(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n")
         .await
@@ -637,17 +501,14 @@ async fn a_trickling_request_body_is_cut_by_the_minimum_rate() {
 #[tokio::test]
 async fn a_websocket_tunnel_counts_as_a_connection_and_is_drained_at_shutdown() {
     let up = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&up.url(), dir.path());
-    config.server.max_connections = 1;
-    config.server.workers = 1;
-    config.server.shutdown_grace_ms = 1_500;
-    let gw = start(config).await;
+    let (gw, _dir) = gateway_for(&up.url(), |c| {
+        c.server.max_connections = 1;
+        c.server.workers = 1;
+        c.server.shutdown_grace_ms = 1_500;
+    })
+    .await;
     let mut tunnel = TcpStream::connect(gw.addr()).await.unwrap();
-    tunnel
-        .write_all(b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .unwrap();
+    tunnel.write_all(WEBSOCKET_UPGRADE).await.unwrap();
     let mut buf = [0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf))
         .await
@@ -665,9 +526,8 @@ async fn a_websocket_tunnel_counts_as_a_connection_and_is_drained_at_shutdown() 
     assert!(echo(&mut tunnel).await);
 
     // While the tunnel is open, the one slot is taken: a second connection waits.
-    let http = client();
-    let url = format!("http://{}/page", gw.addr());
-    let waiting = tokio::time::timeout(Duration::from_millis(700), http.get(&url).send()).await;
+    let page = gw.anonymous().request(Method::GET, "/page");
+    let waiting = tokio::time::timeout(Duration::from_millis(700), page.send()).await;
     assert!(
         waiting.is_err(),
         "served while the tunnel held the only slot"
@@ -703,10 +563,10 @@ async fn an_http2_client_that_stops_reading_is_disconnected() {
     use http_body_util::Empty;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let up = EchoUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(&up.url(), dir.path());
-    config.server.idle_timeout_ms = 1_000;
-    let gw = start(config).await;
+    let (gw, _dir) = gateway_for(&up.url(), |c| {
+        c.server.idle_timeout_ms = 1_000;
+    })
+    .await;
     let sock = TcpStream::connect(gw.addr()).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(16 * 1024)
