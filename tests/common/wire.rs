@@ -48,6 +48,16 @@ pub async fn read_once(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// One read within 5 s: how many bytes came; 0 when the connection ended
+/// (or failed) instead.
+pub async fn read_or_end(s: &mut TcpStream) -> usize {
+    let mut buf = [0u8; 64];
+    tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
 /// Writes `bytes` on a fresh connection and reads one response (head and
 /// `Content-Length` body), without waiting for the connection to close.
 pub async fn first_response(addr: SocketAddr, bytes: &[u8]) -> String {
