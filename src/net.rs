@@ -5,9 +5,11 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use http::HeaderMap;
+use http::header::HeaderName;
 use ipnet::IpNet;
 
-use crate::proxy::headers::X_FORWARDED_FOR;
+/// The chain of addresses a request came through, as proxies in front tell it.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// `server.trusted_proxies`.
 #[derive(Debug, Clone, Default)]
