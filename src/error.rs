@@ -1,4 +1,4 @@
-//! Error responses in the shape Jira clients already parse (SPEC §2):
+//! Error responses in the shape Jira clients already parse:
 //! `{"errorMessages": [...], "errors": {...}}`, always `application/json`.
 //!
 //! Each layer has its own error enum; each converts into an [`ErrorReply`]

@@ -1,4 +1,4 @@
-//! The life of a request on the public listener, top to bottom (SPEC §1):
+//! The life of a request on the public listener, top to bottom:
 //!
 //! 1. context: request id, client IP;
 //! 2. throttled client → 429;

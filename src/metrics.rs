@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8). Label values come from small fixed sets —
+//! Prometheus metrics. Label values come from small fixed sets —
 //! routes, status codes, decision names, error kinds — never user names,
 //! paths or token ids.
 

@@ -25,7 +25,7 @@ impl TrustedProxies {
         self.0.iter().any(|n| n.contains(&ip))
     }
 
-    /// The client's address (SPEC §6): the peer itself unless it is a trusted
+    /// The client's address: the peer itself unless it is a trusted
     /// proxy; then the right-most `X-Forwarded-For` entry that is not a
     /// trusted proxy (entries further left could be made up by the client).
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {

@@ -1,4 +1,4 @@
-//! The token format (SPEC §3): `<prefix>_<30 base62 random><6 base62 CRC32>`.
+//! The token format: `<prefix>_<30 base62 random><6 base62 CRC32>`.
 //!
 //! The checksum lets tokengate — and secret scanners — reject a mistyped or
 //! made-up token without a store lookup. Only the SHA-256 of the whole token is

@@ -1,4 +1,4 @@
-//! The token format of SPEC §3 (`<prefix>_<30 base62><6 base62 CRC32>`):
+//! The token format (`<prefix>_<30 base62><6 base62 CRC32>`):
 //! `TokenFormat::check` agrees with an independent reading of the spec on
 //! arbitrary strings, accepts every token built by the spec, and refuses
 //! each such token with any one character changed.

@@ -43,7 +43,7 @@ impl fmt::Debug for PresentedToken<'_> {
     }
 }
 
-/// What the `Authorization` header carries, in the rows of SPEC §1.
+/// What the `Authorization` header carries: one row of the request flow each.
 #[derive(Debug)]
 pub enum Credential<'a> {
     /// No `Authorization` header.
@@ -168,7 +168,7 @@ impl TokenRefusal {
     }
 }
 
-/// The token check of SPEC §1: checksum first (no store access for a
+/// The token check: checksum first (no store access for a
 /// malformed token), then one lookup by SHA-256, expiry, and for Basic the
 /// owner's username (case-insensitive).
 pub fn verify_token(

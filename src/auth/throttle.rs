@@ -1,4 +1,4 @@
-//! Per-client-IP throttling of failed attempts (SPEC §6), with governor.
+//! Per-client-IP throttling of failed attempts, with governor.
 //!
 //! Each failure takes one cell of a per-IP GCRA quota of
 //! `failures_per_ip_per_minute`. When a failure finds the quota empty, the IP
