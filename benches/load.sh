@@ -9,6 +9,9 @@
 #
 #   bash benches/load.sh                 # 5 rounds of 5 s, 32 connections, 1 wrk thread
 #   ROUNDS=9 DURATION=10s CONNECTIONS=64 bash benches/load.sh
+#   BIN_BEFORE=/path/to/older/tokengate bash benches/load.sh
+#                                        # adds tg-before: the older build with
+#                                        # tokens, in the same alternating rounds
 #
 # Installs nginx and wrk (Debian packages) when missing.
 set -euo pipefail
@@ -22,6 +25,7 @@ UP_PORT=${UP_PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
 TG_PORT=${TG_PORT:-18082}
 WORKERS=${WORKERS:-0}   # tokengate's server.workers (0 = one per core)
+TG_BEFORE_PORT=${TG_BEFORE_PORT:-18083}
 
 . benches/lib.sh
 install_missing nginx:nginx-light wrk:wrk
@@ -67,21 +71,31 @@ EOF
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 "$NGINX" -p "$work/proxy" -c "$work/proxy/nginx.conf" & pids+=($!)
 
-cat >"$work/proxy.toml" <<EOF
+# gateway_conf PORT NAME: a tokengate configuration in front of the upstream.
+gateway_conf() {
+    cat >"$work/$2.toml" <<EOF
 [server]
-listen = "127.0.0.1:$TG_PORT"
+listen = "127.0.0.1:$1"
 admin_listen = ""
 workers = $WORKERS
 [upstream]
 url = "http://127.0.0.1:$UP_PORT"
 [tokens]
-store_path = "$work/tokens.sled"
+store_path = "$work/$2.sled"
 [log]
 level = "warn"
 EOF
+}
+gateway_conf "$TG_PORT" proxy
 "$BIN" serve --config "$work/proxy.toml" 2>"$work/tokengate.log" & pids+=($!)
+ports=("$UP_PORT" "$NGINX_PORT" "$TG_PORT")
+if [ -n "${BIN_BEFORE:-}" ]; then
+    gateway_conf "$TG_BEFORE_PORT" before
+    "$BIN_BEFORE" serve --config "$work/before.toml" 2>"$work/before.log" & pids+=($!)
+    ports+=("$TG_BEFORE_PORT")
+fi
 
-for port in $UP_PORT $NGINX_PORT $TG_PORT; do
+for port in "${ports[@]}"; do
     for _ in $(seq 1 100); do
         curl -s -o /dev/null "http://127.0.0.1:$port/" && break
         sleep 0.1
@@ -99,6 +113,11 @@ declare -A url=(
     [tg-token]="http://127.0.0.1:$TG_PORT$path"
 )
 targets=(upstream nginx tg-pass tg-token)
+if [ -n "${BIN_BEFORE:-}" ]; then
+    before_token=$(create_token "$TG_BEFORE_PORT" "load benchmark, older build")
+    url[tg-before]="http://127.0.0.1:$TG_BEFORE_PORT$path"
+    targets+=(tg-before)
+fi
 
 # wrk prints latencies as 612.00us / 1.20ms / 2.00s; convert to ms.
 to_ms() {
@@ -116,6 +135,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for t in "${targets[@]}"; do
         args=()
         [ "$t" = tg-token ] && args=(-H "Authorization: Bearer $token")
+        [ "$t" = tg-before ] && args=(-H "Authorization: Bearer $before_token")
         out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" "${url[$t]}")
         rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
         p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -144,3 +164,7 @@ echo "tokengate with tokens / nginx, requests/s:  $(ratio "${mr[tg-token]}" "${m
 echo "tokengate with tokens / nginx, p99:         $(ratio "${m99[tg-token]}" "${m99[nginx]}")  (below 1 is better)"
 echo "tokengate pass-through / nginx, requests/s: $(ratio "${mr[tg-pass]}" "${mr[nginx]}")"
 echo "token auth / pass-through, requests/s:      $(ratio "${mr[tg-token]}" "${mr[tg-pass]}")"
+if [ -n "${BIN_BEFORE:-}" ]; then
+    echo "this build / the older build, with tokens, requests/s: $(ratio "${mr[tg-token]}" "${mr[tg-before]}")"
+    echo "this build / the older build, with tokens, p99:        $(ratio "${m99[tg-token]}" "${m99[tg-before]}")  (below 1 is better)"
+fi
