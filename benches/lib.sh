@@ -1,4 +1,4 @@
-# Shared by benches/load.sh and benches/cpu_per_request.sh (sourced, not run).
+# Shared by the scripts in benches/ (sourced, not run).
 
 # install_missing COMMAND:PACKAGE...: installs each Debian package whose
 # command is missing (nginx may live in /usr/sbin, outside PATH). Sets NGINX.
@@ -15,11 +15,14 @@ install_missing() {
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
-# write_upstream_conf DIR PORT: an nginx configuration in DIR for a fast
-# upstream that answers like Jira (/myself, /mypermissions, and a ~200-byte
-# issue for anything else) on 127.0.0.1:PORT.
+# write_upstream_conf DIR PORT [LOCATIONS]: an nginx configuration in DIR for
+# a fast upstream that answers like Jira (/myself, /mypermissions, and a
+# ~200-byte issue for anything else) on 127.0.0.1:PORT. Request bodies of any
+# size are read and discarded. LOCATIONS, nginx location blocks, are added
+# before the catch-all one. UPSTREAM_WORKER_CONNECTIONS (default 4096) is the
+# worker's connection limit.
 write_upstream_conf() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 locations=${3:-}
     local body='{"id":"10001","key":"BENCH-1","fields":{"summary":"A benchmark issue of tokengate","status":{"name":"Open"},"priority":{"name":"Major"},"assignee":{"name":"bench","displayName":"Bench User"},"labels":["load","test"]}}'
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<EOF
@@ -27,15 +30,17 @@ worker_processes 1;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections ${UPSTREAM_WORKER_CONNECTIONS:-4096}; }
 http {
     access_log off;
     keepalive_requests 1000000;
+    client_max_body_size 0;
     server {
         listen 127.0.0.1:$port reuseport;
         default_type application/json;
         location = /rest/api/2/myself { return 200 '{"key":"JIRAUSER90000","name":"bench","displayName":"Bench"}'; }
         location = /rest/api/2/mypermissions { return 200 '{"permissions":{"SYSTEM_ADMIN":{"havePermission":false}}}'; }
+        $locations
         location / { return 200 '$body'; }
     }
 }

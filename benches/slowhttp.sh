@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Slow-client attacks against the release gateway, in front of a fast upstream
-# (nginx): slowhttptest in its three modes, one after the other,
+# (benches/lib.sh's nginx): slowhttptest in its three modes, one after the other,
 #   slowloris  -H  request heads sent a few bytes at a time
 #   slowbody   -B  a large Content-Length, the body sent a few bytes at a time
 #   slowread   -X  responses read a few bytes at a time through a tiny TCP window
@@ -23,15 +23,8 @@ UP_PORT=${UP_PORT:-18280}
 TG_PORT=${TG_PORT:-18282}
 MAX_CONNECTIONS=${MAX_CONNECTIONS:-10000}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. benches/lib.sh
+install_missing nginx:nginx-light slowhttptest:slowhttptest curl:curl
 # Room for the attack's sockets on both ends (and the upstream's).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -48,27 +41,11 @@ trap cleanup EXIT
 mkdir -p "$work/up/html"
 # A 1 MiB page for the slow readers.
 head -c 1048576 /dev/zero | tr '\0' 'x' >"$work/up/html/big"
-cat >"$work/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_max_body_size 0;
-    server {
-        listen 127.0.0.1:$UP_PORT reuseport;
-        default_type application/json;
+# /upload reads the whole request body before answering, as Jira does
+# (proxy_request_buffering), then answers from the catch-all location.
+UPSTREAM_WORKER_CONNECTIONS=16384 write_upstream_conf "$work/up" "$UP_PORT" "
         location = /big { root $work/up/html; }
-        # Reads the whole request body before answering, as Jira does
-        # (proxy_request_buffering), then answers from the location below.
-        location = /upload { proxy_pass http://127.0.0.1:$UP_PORT/uploaded; }
-        location / { return 200 '{"id":"10001","key":"SLOW-1"}'; }
-    }
-}
-EOF
+        location = /upload { proxy_pass http://127.0.0.1:$UP_PORT/uploaded; }"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
 cat >"$work/proxy.toml" <<EOF

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak test: a mixed load against the release gateway for DURATION seconds,
-# in front of a fast upstream (nginx answering like Jira: /myself, /mypermissions,
-# /status, anything else a small JSON body; request bodies read and discarded).
+# in front of a fast upstream (benches/lib.sh's nginx answering like Jira:
+# /myself, /mypermissions, anything else a small JSON body; request bodies
+# read and discarded).
 #
 # Load kinds, all at once:
 #   valid     wrk, every request with a valid Bearer token            (expects 200)
@@ -28,15 +29,8 @@ WRK_CONNECTIONS=${WRK_CONNECTIONS:-16}
 SLOW_CONNECTIONS=${SLOW_CONNECTIONS:-50}
 UPLOAD_MB=${UPLOAD_MB:-4}
 
-need=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v slowhttptest >/dev/null 2>&1 || need+=(slowhttptest)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+. benches/lib.sh
+install_missing nginx:nginx-light wrk:wrk slowhttptest:slowhttptest
 
 cargo build --release --quiet
 work=$(mktemp -d)
@@ -48,26 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/up"
-cat >"$work/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_max_body_size 0;
-    server {
-        listen 127.0.0.1:$UP_PORT reuseport;
-        default_type application/json;
-        location = /rest/api/2/myself { return 200 '{"key":"JIRAUSER90000","name":"soak","displayName":"Soak"}'; }
-        location = /rest/api/2/mypermissions { return 200 '{"permissions":{"SYSTEM_ADMIN":{"havePermission":false}}}'; }
-        location / { return 200 '{"id":"10001","key":"SOAK-1","fields":{"summary":"soak"}}'; }
-    }
-}
-EOF
+write_upstream_conf "$work/up" "$UP_PORT"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 
 cat >"$work/proxy.toml" <<EOF
@@ -95,11 +70,7 @@ for port in $UP_PORT $TG_PORT; do
 done
 base="http://127.0.0.1:$TG_PORT"
 api="$base/rest/de.resolution.apitokenauth/latest/user/token"
-create() {
-    curl -s -u soak:soak -H 'Content-Type: application/json' -d "{\"tokenDescription\":\"$1\"}" "$api"
-}
-token=$(create "soak valid" | sed -n 's/.*"plainTextToken":"\([^"]*\)".*/\1/p')
-[ -n "$token" ] || { echo "could not create a token" >&2; exit 1; }
+token=$(create_token "$TG_PORT" "soak valid")
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$base/rest/api/2/issue/SOAK-1")
 [ "$code" = 200 ] || { echo "token request answered $code" >&2; exit 1; }
 # A token of the right shape that the store does not know.
@@ -155,13 +126,13 @@ loops+=($!)
 (i=0
 while [ "$(date +%s)" -lt "$end" ]; do
     i=$((i + 1))
-    out=$(curl -s -m 10 -w '\n%{http_code}' -u soak:soak -H 'Content-Type: application/json' \
+    out=$(curl -s -m 10 -w '\n%{http_code}' -u bench:bench -H 'Content-Type: application/json' \
         -d "{\"tokenDescription\":\"soak $i\"}" "$api" || echo 000)
     echo "create $(tail -n1 <<<"$out")"
     id=$(head -n1 <<<"$out" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
-    echo "list $(curl -s -o /dev/null -m 10 -w '%{http_code}' -u soak:soak "$api" || echo 000)"
+    echo "list $(curl -s -o /dev/null -m 10 -w '%{http_code}' -u bench:bench "$api" || echo 000)"
     if [ -n "$id" ]; then
-        echo "delete $(curl -s -o /dev/null -m 10 -w '%{http_code}' -X DELETE -u soak:soak "$api/$id" || echo 000)"
+        echo "delete $(curl -s -o /dev/null -m 10 -w '%{http_code}' -X DELETE -u bench:bench "$api/$id" || echo 000)"
     fi
     sleep 0.2
 done >"$work/status.mgmt") &
