@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokengate::Running;
 use tokengate::clock::ManualClock;
 use tokengate::config::Config;
@@ -160,19 +160,11 @@ impl JiraSetup {
         self.sim.seen().into_iter().find(|r| r.target == target)
     }
 
-    /// Creates a token as `user:password`; returns the whole create response.
-    pub async fn create_token(&self, user: &str, password: &str, body: Value) -> Value {
-        self.as_user(user, password).create_token(body).await
-    }
-
     /// A fresh token for `user` (whose password is the username, as in the demo).
     pub async fn token_for(&self, user: &str) -> String {
         let v = self
-            .create_token(
-                user,
-                user,
-                json!({"tokenDescription": format!("token of {user}")}),
-            )
+            .as_user(user, user)
+            .create_token(json!({"tokenDescription": format!("token of {user}")}))
             .await;
         v["plainTextToken"].as_str().unwrap().to_string()
     }

@@ -39,7 +39,7 @@ pub async fn roundtrip(s: &mut TcpStream, request: &[u8]) -> String {
 }
 
 /// One read of up to 64 KiB within 5 s.
-pub async fn read_once(s: &mut TcpStream) -> String {
+async fn read_once(s: &mut TcpStream) -> String {
     let mut buf = vec![0u8; 65536];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
@@ -108,9 +108,3 @@ pub async fn read_head(s: &mut TcpStream, within: Duration) -> Option<String> {
 /// A WebSocket upgrade request for `/upgrade` (the echo upstream switches).
 pub const WEBSOCKET_UPGRADE: &[u8] =
     b"GET /upgrade HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-
-/// `GET path` over HTTP/1.1 with `Host: h`, the `extra` header lines
-/// (each ending in CRLF), and `Connection: close`.
-pub fn get_closing(path: &str, extra: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: h\r\n{extra}Connection: close\r\n\r\n")
-}
