@@ -8,11 +8,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::process::run;
 use common::{ADMIN_KEY, ALICE_KEY, Gateway, JiraSetup, T0};
 use serde_json::{Value, json};
 use tokengate::api::validity::add_months;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokengate");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn read(path: &str) -> String {
@@ -67,14 +67,12 @@ fn the_readme_minimal_configuration_passes_check_config_without_warnings() {
     let path = dir.path().join("proxy.toml");
     std::fs::write(&path, toml[0]).unwrap();
     // The variables the block names, set as the README's steps set them.
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("TOKENGATE_GATEWAY_SECRET", "a-long-random-secret")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stderr) = run(
+        "check-config",
+        &path,
+        &[("TOKENGATE_GATEWAY_SECRET", "a-long-random-secret")],
+    );
+    assert!(ok, "{stderr}");
     assert_eq!(stderr, "", "no warnings");
     // The steps export every variable the block names.
     let steps = section(&readme, "## Running it for real");

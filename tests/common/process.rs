@@ -34,6 +34,21 @@ pub fn serve(config: &Path, env: &[(&str, &str)]) -> Child {
     Child(cmd.spawn().unwrap())
 }
 
+/// `tokengate <command> --config <config>` with `env` set, run to its end:
+/// whether it succeeded, and its stderr.
+pub fn run(command: &str, config: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokengate"));
+    cmd.args([command, "--config"]).arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The child's stderr, line by line. Every line is read (the pipe never
 /// fills up) whether or not anyone still listens; a panic is echoed.
 pub fn stderr_lines(child: &mut std::process::Child) -> Receiver<String> {
