@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::process::run;
+use common::process::{run, succeeded};
 use common::{ADMIN_KEY, ALICE_KEY, Gateway, JiraSetup, T0};
 use serde_json::{Value, json};
 use tokengate::api::validity::add_months;
@@ -123,16 +123,11 @@ fn the_minimum_rust_version_covers_every_dependency_and_the_readme_names_it() {
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .unwrap();
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        .args(["--filter-platform", &host])
-        .current_dir(ROOT)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeded(
+        Command::new(env!("CARGO"))
+            .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+            .args(["--filter-platform", &host])
+            .current_dir(ROOT),
     );
     let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
     let packages = metadata["packages"].as_array().unwrap();

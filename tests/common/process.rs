@@ -49,6 +49,18 @@ pub fn run(command: &str, config: &Path, env: &[(&str, &str)]) -> (bool, String)
     )
 }
 
+/// Runs `cmd` to its end; its output, once it is known to have succeeded
+/// (a failure panics with its stderr).
+pub fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The child's stderr, line by line. Every line is read (the pipe never
 /// fills up) whether or not anyone still listens; a panic is echoed.
 pub fn stderr_lines(child: &mut std::process::Child) -> Receiver<String> {
