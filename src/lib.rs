@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod header_names;
 mod lifecycle;
 pub mod metrics;
 pub mod net;

@@ -118,7 +118,9 @@ struct Listeners {
 
 impl Listeners {
     fn bind(config: &Config, workers: usize) -> Result<Listeners, StartError> {
-        let admin_listen = config.admin_listen_addr().map_err(StartError::Config)?;
+        let admin_listen = config
+            .admin_listen_addr()
+            .map_err(|p| StartError::Config(p.to_string()))?;
         let (public, addr) = bind(config.server.listen, workers)?;
         let admin = match admin_listen {
             Some(a) => {

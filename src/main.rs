@@ -113,7 +113,7 @@ fn main() -> ExitCode {
                 }
             };
             let log = init_logging(&checked.config.log);
-            for warning in &checked.warnings {
+            for warning in checked.warning_lines() {
                 tracing::warn!("{warning}");
             }
             let listeners = Listeners::of(&checked.config);
@@ -256,7 +256,7 @@ fn store_tool(action: StoreAction) -> ExitCode {
 fn check_config(path: &Path) -> ExitCode {
     match Config::check_file(path, &|var| std::env::var(var).ok()) {
         Ok(checked) => {
-            for warning in &checked.warnings {
+            for warning in checked.warning_lines() {
                 eprintln!("{warning}");
             }
             println!("{}: OK", path.display());

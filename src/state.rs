@@ -11,7 +11,7 @@ use crate::auth::identity::IdentityResolver;
 use crate::auth::policy::Authenticator;
 use crate::auth::swap::CredentialSwap;
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::proxy::Upstream;
@@ -33,13 +33,9 @@ impl Live {
         upstream: Arc<Upstream>,
         clock: SharedClock,
     ) -> Result<Live, String> {
-        let secrets = config.secrets_with(env).map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|(t, k, m)| format!("[{t}] {k}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let secrets = config
+            .secrets_with(env)
+            .map_err(|problems| config::one_line(&problems))?;
         Ok(Live {
             swap: CredentialSwap::new(config, &secrets)?,
             identity: IdentityResolver::new(config, &secrets, upstream, clock)?,

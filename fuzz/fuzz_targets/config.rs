@@ -17,6 +17,8 @@ fuzz_target!(|text: &str| {
             let lines = text.split('\n').count();
             for p in &e.problems {
                 assert!(!p.message.is_empty());
+                // A problem about a key says which table the key is in.
+                assert!(p.key.is_empty() || !p.table.is_empty(), "{p:?}");
                 if let Some(line) = p.line {
                     assert!((1..=lines).contains(&line), "line {line} of {lines}");
                 }

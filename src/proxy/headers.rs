@@ -4,40 +4,7 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
-/// RFC 9110 §7.6.1:
-///
-/// > Intermediaries MUST parse a received Connection header field before a
-/// > message is forwarded and, for each connection-option in this field,
-/// > remove any header or trailer field(s) from the message with the same
-/// > name as the connection-option, and then remove the Connection header
-/// > field itself (or replace it with the intermediary's own control options
-/// > for the forwarded message).
-/// >
-/// > Furthermore, intermediaries SHOULD remove or replace fields that are
-/// > known to require removal before forwarding, whether or not they appear
-/// > as a connection-option, after applying those fields' semantics. This
-/// > includes but is not limited to: Proxy-Connection, Keep-Alive, TE,
-/// > Transfer-Encoding, Upgrade.
-///
-/// `Proxy-Authorization` and `Proxy-Authenticate` are meant for this hop
-/// only as well, and `Expect` has been answered by our own server already.
-///
-/// `name` is lower case, as `HeaderName` keeps it.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "proxy-connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "expect"
-    )
-}
+use crate::header_names::{is_hop_by_hop, normalize_header_name};
 
 /// A `Connection` option (any case) that names a hop-by-hop header.
 fn is_hop_by_hop_option(option: &str) -> bool {
@@ -180,7 +147,7 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
-/// Header names (in the normal form of `config::normalize_header_name`) that
+/// Header names (in the normal form of [`normalize_header_name`]) that
 /// a client must never send upstream: the identity and secret headers that
 /// tokengate itself injects.
 #[derive(Debug, Clone, Default)]
@@ -194,7 +161,7 @@ impl ProtectedNames {
             normalized: names
                 .into_iter()
                 .filter(|n| !n.is_empty())
-                .map(crate::config::normalize_header_name)
+                .map(normalize_header_name)
                 .collect(),
         }
     }
@@ -297,6 +264,7 @@ pub fn set_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::header_names::is_reserved;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -342,6 +310,14 @@ mod tests {
             assert!(!is_hop_by_hop_option(name), "{name}");
         }
         assert!(!is_hop_by_hop_option("proxy-authorization-and-much-more"));
+    }
+
+    #[test]
+    fn the_headers_stripped_or_set_on_every_request_are_reserved() {
+        let every_request = HOP_BY_HOP.iter().chain(&X_FORWARDED);
+        for name in every_request.chain([&header::FORWARDED]) {
+            assert!(is_reserved(name.as_str()), "{name}");
+        }
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Upstream {
     /// An upstream client with a TLS configuration built once by
     /// [`client_tls`] (each worker has its own pool, all share the roots).
     pub fn with_tls(config: &Config, tls: rustls::ClientConfig) -> Result<Arc<Upstream>, String> {
-        let url = config.upstream_url()?;
+        let url = config.upstream_url().map_err(|p| p.to_string())?;
         let u = &config.upstream;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
