@@ -34,8 +34,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::Config;
-use crate::state::Gateway;
+use crate::config::{Config, Problem};
+use crate::demo::DemoError;
+use crate::proxy::ClientSetupError;
+use crate::server::TlsSetupError;
+use crate::state::{Gateway, LiveError};
 use crate::store::{Store, StoreError};
 
 /// Looks up an environment variable (the process environment in production).
@@ -57,10 +60,22 @@ impl Default for Options {
     }
 }
 
+/// Why the gateway could not start; each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
-    Config(String),
+    /// A setting the gateway cannot use.
+    #[error(transparent)]
+    Config(#[from] Problem),
+    #[error(transparent)]
+    Upstream(#[from] ClientSetupError),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("cannot start a worker thread: {0}")]
+    Worker(std::io::Error),
+    #[error(transparent)]
+    Demo(#[from] DemoError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -105,9 +120,12 @@ impl Running {
 
     /// Applies a reloaded configuration's live settings (token rules, auth
     /// limits, upstream credentials) without dropping connections. Returns the
-    /// changed keys that need a restart; on error nothing changes.
+    /// changed keys that need a restart; on error nothing changes, and the
+    /// error says why in one line ([`Gateway::reload`] has it typed).
     pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, String> {
-        self.gateway.reload(config, &*self.env)
+        self.gateway
+            .reload(config, &*self.env)
+            .map_err(|e| e.to_string())
     }
 
     /// Stops accepting, lets in-flight requests finish (up to

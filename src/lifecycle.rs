@@ -55,16 +55,15 @@ fn build(
     open_store: &StoreOpener,
 ) -> Result<Built, StartError> {
     let clock = options.clock.clone();
-    let client_tls = proxy::client_tls(config).map_err(StartError::Config)?;
-    let upstream = Upstream::with_tls(config, client_tls.clone()).map_err(StartError::Config)?;
-    let live = Live::build(config, &*options.env, upstream.clone(), clock.clone())
-        .map_err(StartError::Config)?;
+    let client_tls = proxy::client_tls(config)?;
+    let upstream = Upstream::with_tls(config, client_tls.clone())?;
+    let live = Live::build(config, &*options.env, upstream.clone(), clock.clone())?;
     let tls = match (
         config.server.tls_cert.as_str(),
         config.server.tls_key.as_str(),
     ) {
         ("", "") => None,
-        (cert, key) => Some(server::tls_acceptor(cert, key).map_err(StartError::Config)?),
+        (cert, key) => Some(server::tls_acceptor(cert, key)?),
     };
     let metrics = Arc::new(Metrics::new());
     let mut store_problem = None;
@@ -86,8 +85,7 @@ fn build(
     };
     let worker_upstreams = (0..config.worker_count())
         .map(|_| Upstream::with_tls(config, client_tls.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Config)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let gateway = Arc::new(Gateway {
         live: ArcSwap::from_pointee(live),
         upstream,
@@ -118,9 +116,7 @@ struct Listeners {
 
 impl Listeners {
     fn bind(config: &Config, workers: usize) -> Result<Listeners, StartError> {
-        let admin_listen = config
-            .admin_listen_addr()
-            .map_err(|p| StartError::Config(p.to_string()))?;
+        let admin_listen = config.admin_listen_addr()?;
         let (public, addr) = bind(config.server.listen, workers)?;
         let admin = match admin_listen {
             Some(a) => {
@@ -197,9 +193,7 @@ fn serve(
             Ok(t) => threads.push(t),
             Err(e) => {
                 shutdown.cancel();
-                return Err(StartError::Config(format!(
-                    "cannot start a worker thread: {e}"
-                )));
+                return Err(StartError::Worker(e));
             }
         }
     }

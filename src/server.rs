@@ -153,25 +153,52 @@ impl ConnectionCap {
 
 /// Loads the listener's certificate chain and key (PEM) into a TLS acceptor
 /// that offers HTTP/2 and HTTP/1.1.
-pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, TlsSetupError> {
+    let cert_error = |source| TlsSetupError::Cert {
+        path: cert.into(),
+        source,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("[server] tls_cert {cert:?}: {e}"))?;
+        .map_err(cert_error)?;
     if certs.is_empty() {
-        return Err(format!("[server] tls_cert {cert:?}: no certificate found"));
+        return Err(TlsSetupError::NoCert { path: cert.into() });
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("[server] tls_key {key:?}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsSetupError::Key {
+        path: key.into(),
+        source,
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS set-up failed: {e}"))?
+    .map_err(TlsSetupError::Tls)?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| format!("[server] tls_cert/tls_key: {e}"))?;
+    .map_err(TlsSetupError::Pair)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Why the listener's certificate and key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("[server] tls_cert {path:?}: {source}")]
+    Cert {
+        path: String,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("[server] tls_cert {path:?}: no certificate found")]
+    NoCert { path: String },
+    #[error("[server] tls_key {path:?}: {source}")]
+    Key {
+        path: String,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS set-up failed: {0}")]
+    Tls(rustls::Error),
+    #[error("[server] tls_cert/tls_key: {0}")]
+    Pair(rustls::Error),
 }
 
 /// Binds `count` listening sockets to one address with `SO_REUSEPORT`, so

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::identity::IdentityResolver;
+use crate::auth::identity::{IdentityResolver, ResolverError};
 use crate::auth::policy::Authenticator;
-use crate::auth::swap::CredentialSwap;
+use crate::auth::swap::{CredentialSwap, SwapError};
 use crate::clock::SharedClock;
-use crate::config::{self, Config};
+use crate::config::{self, Config, Env, Problem};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::proxy::Upstream;
@@ -26,16 +26,26 @@ pub struct Live {
     pub identity: IdentityResolver,
 }
 
+/// Why the settings a reload replaces cannot be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Secrets named by `*_env` keys that are missing or unusable.
+    #[error("{}", config::one_line(.0))]
+    Secrets(Vec<Problem>),
+    #[error(transparent)]
+    Credentials(#[from] SwapError),
+    #[error(transparent)]
+    Identity(#[from] ResolverError),
+}
+
 impl Live {
     pub fn build(
         config: &Config,
-        env: &dyn Fn(&str) -> Option<String>,
+        env: Env<'_>,
         upstream: Arc<Upstream>,
         clock: SharedClock,
-    ) -> Result<Live, String> {
-        let secrets = config
-            .secrets_with(env)
-            .map_err(|problems| config::one_line(&problems))?;
+    ) -> Result<Live, LiveError> {
+        let secrets = config.secrets_with(env).map_err(LiveError::Secrets)?;
         Ok(Live {
             swap: CredentialSwap::new(config, &secrets)?,
             identity: IdentityResolver::new(config, &secrets, upstream, clock)?,
@@ -105,11 +115,7 @@ pub struct Gateway {
 impl Gateway {
     /// Applies a new configuration's live settings; returns the changed keys
     /// that need a restart. On error the running settings stay.
-    pub fn reload(
-        &self,
-        config: &Config,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<&'static str>, String> {
+    pub fn reload(&self, config: &Config, env: Env<'_>) -> Result<Vec<&'static str>, LiveError> {
         let current = self.live.load_full();
         let live = Live::build(config, env, self.upstream.clone(), self.clock.clone())?;
         let restart = restart_only(&current.config, config);

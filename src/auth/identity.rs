@@ -39,6 +39,18 @@ pub enum IdentityError {
     Unexpected(String),
 }
 
+/// Why the resolver cannot be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("upstream.lookup_user cannot be sent in a header")]
+    UnsendableLookupUser,
+    /// The lookup password's variable was not read (see [`Config::secrets`]).
+    #[error("upstream.lookup_password_env is not set")]
+    MissingLookupPassword,
+    #[error("no randomness: {0}")]
+    Randomness(getrandom::Error),
+}
+
 /// Whose credentials a look-up uses.
 #[derive(Debug, Clone, Copy)]
 pub enum Creds<'a> {
@@ -64,21 +76,21 @@ impl IdentityResolver {
         secrets: &Secrets,
         upstream: Arc<Upstream>,
         clock: SharedClock,
-    ) -> Result<IdentityResolver, String> {
+    ) -> Result<IdentityResolver, ResolverError> {
         let lookup = match (&*config.upstream.lookup_user, &secrets.lookup_password) {
             ("", _) => None,
             (user, Some(pw)) => {
                 let encoded = base64::engine::general_purpose::STANDARD
                     .encode(format!("{user}:{}", pw.expose()));
                 let mut v = HeaderValue::from_str(&format!("Basic {encoded}"))
-                    .map_err(|_| "upstream.lookup_user cannot be sent in a header".to_string())?;
+                    .map_err(|_| ResolverError::UnsendableLookupUser)?;
                 v.set_sensitive(true);
                 Some(v)
             }
-            (_, None) => return Err("upstream.lookup_password_env is not set".into()),
+            (_, None) => return Err(ResolverError::MissingLookupPassword),
         };
         let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+        getrandom::fill(&mut salt).map_err(ResolverError::Randomness)?;
         Ok(IdentityResolver {
             upstream,
             product: config.upstream.product,

@@ -9,6 +9,7 @@ use http::header::{AUTHORIZATION, COOKIE, HeaderName, HeaderValue};
 
 use crate::config::{Config, CredentialMode, Secrets};
 use crate::proxy::headers::ProtectedNames;
+use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
 pub struct CredentialSwap {
@@ -20,16 +21,28 @@ pub struct CredentialSwap {
     protected: ProtectedNames,
 }
 
+/// Why the credential swap cannot be built from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("{0:?} is not a header name")]
+    HeaderName(String),
+    #[error("a credential contains characters not allowed in a header")]
+    Unsendable,
+    /// The secret's `*_env` variable was not read (see [`Config::secrets`]).
+    #[error("environment variable {0} is not set")]
+    MissingSecret(String),
+}
+
 /// The username cannot go into a header (a control character).
 #[derive(Debug, thiserror::Error)]
 #[error("the username cannot be sent in a header")]
 pub struct UnsendableUser;
 
 impl CredentialSwap {
-    pub fn new(config: &Config, secrets: &Secrets) -> Result<CredentialSwap, String> {
+    pub fn new(config: &Config, secrets: &Secrets) -> Result<CredentialSwap, SwapError> {
         let c = &config.upstream.credentials;
         let name = |n: &str| {
-            HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("{n:?} is not a header name"))
+            HeaderName::from_bytes(n.as_bytes()).map_err(|_| SwapError::HeaderName(n.into()))
         };
         let sensitive = |v: &str| {
             HeaderValue::from_str(v)
@@ -37,33 +50,30 @@ impl CredentialSwap {
                     v.set_sensitive(true);
                     v
                 })
-                .map_err(|_| "a credential contains characters not allowed in a header".to_string())
+                .map_err(|_| SwapError::Unsendable)
         };
-        let secret = match (&*c.secret_header_name, &secrets.identity_secret) {
-            ("", _) => None,
-            (n, Some(s)) => Some((name(n)?, sensitive(s.expose())?)),
-            (_, None) => return Err(format!("environment variable {} is not set", c.secret_env)),
+        let secret = match &*c.secret_header_name {
+            "" => None,
+            n => Some((
+                name(n)?,
+                sensitive(required(&secrets.identity_secret, &c.secret_env)?.expose())?,
+            )),
         };
-        let authorization =
-            match c.mode {
-                CredentialMode::Header => None,
-                CredentialMode::Basic => {
-                    let password = secrets.service_password.as_ref().ok_or_else(|| {
-                        format!("environment variable {} is not set", c.password_env)
-                    })?;
-                    let pair = format!("{}:{}", c.username, password.expose());
-                    Some(sensitive(&format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(pair)
-                    ))?)
-                }
-                CredentialMode::Bearer => {
-                    let token = secrets.service_token.as_ref().ok_or_else(|| {
-                        format!("environment variable {} is not set", c.token_env)
-                    })?;
-                    Some(sensitive(&format!("Bearer {}", token.expose()))?)
-                }
-            };
+        let authorization = match c.mode {
+            CredentialMode::Header => None,
+            CredentialMode::Basic => {
+                let password = required(&secrets.service_password, &c.password_env)?;
+                let pair = format!("{}:{}", c.username, password.expose());
+                Some(sensitive(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))?)
+            }
+            CredentialMode::Bearer => {
+                let token = required(&secrets.service_token, &c.token_env)?;
+                Some(sensitive(&format!("Bearer {}", token.expose()))?)
+            }
+        };
         Ok(CredentialSwap {
             identity_header: name(&c.header_name)?,
             protected: ProtectedNames::new([c.header_name.as_str(), c.secret_header_name.as_str()]),
@@ -102,10 +112,16 @@ impl CredentialSwap {
     }
 }
 
+/// A secret the configuration names, or which variable it should have come from.
+fn required<'a>(secret: &'a Option<Secret>, var: &str) -> Result<&'a Secret, SwapError> {
+    secret
+        .as_ref()
+        .ok_or_else(|| SwapError::MissingSecret(var.into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
     fn swap(mode: &str, extra: &str, secrets: Secrets) -> CredentialSwap {
         let src = format!("[upstream.credentials]\nmode = \"{mode}\"\n{extra}");

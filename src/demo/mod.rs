@@ -16,6 +16,20 @@ use sim::{SimConfig, SimUpstream, TrustedHeader};
 const SECRET_VAR: &str = "TOKENGATE_DEMO_GATEWAY_SECRET";
 const LOOKUP_VAR: &str = "TOKENGATE_DEMO_LOOKUP_PASSWORD";
 
+/// Why the demo's own parts could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("no randomness: {0}")]
+    Randomness(getrandom::Error),
+    #[error("cannot start the simulated upstream: {0}")]
+    Simulator(std::io::Error),
+    #[error("cannot create {}: {source}", dir.display())]
+    StoreDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Runs the demo until `shutdown` completes.
 pub async fn run(
     listen: SocketAddr,
@@ -25,7 +39,7 @@ pub async fn run(
     // The simulated upstream trusts the identity header only together with
     // this secret, as a real header-based SSO set-up should.
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| StartError::Config(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(DemoError::Randomness)?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let sim_config = SimConfig {
         trusted_header: Some(TrustedHeader {
@@ -40,7 +54,7 @@ pub async fn run(
     };
     let upstream = SimUpstream::start(sim_config)
         .await
-        .map_err(|e| StartError::Config(format!("cannot start the simulated upstream: {e}")))?;
+        .map_err(DemoError::Simulator)?;
 
     let store_dir = temp_store_dir()?;
     let mut config = Config::default();
@@ -82,13 +96,15 @@ pub async fn run(
     Ok(())
 }
 
-fn temp_store_dir() -> Result<PathBuf, StartError> {
+fn temp_store_dir() -> Result<PathBuf, DemoError> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| StartError::Config(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(DemoError::Randomness)?;
     let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let dir = std::env::temp_dir().join(format!("tokengate-demo-{name}"));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| StartError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::StoreDir {
+        dir: dir.clone(),
+        source,
+    })?;
     Ok(dir)
 }
 

@@ -19,7 +19,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::body::{BodyPace, BodyStalled, StallGuard};
-use crate::config::{Config, UpstreamUrl};
+use crate::config::{Config, Problem, UpstreamUrl};
 use crate::error::{ErrorReply, Fault, RespBody};
 use crate::server::ConnHold;
 use headers::ProtectedNames;
@@ -153,9 +153,23 @@ pub struct Upstream {
     body_pace: BodyPace,
 }
 
+/// Why an upstream client cannot be set up from a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSetupError {
+    #[error("[upstream] ca_file {path:?}: {source}")]
+    CaFile {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("TLS set-up failed: {0}")]
+    Tls(rustls::Error),
+    #[error(transparent)]
+    Url(#[from] Problem),
+}
+
 /// The TLS client configuration for HTTPS upstreams: the system's roots, or
 /// `upstream.ca_file`. Loading the roots is start-up work: done once.
-pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
+pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, ClientSetupError> {
     let u = &config.upstream;
     let mut roots = rustls::RootCertStore::empty();
     if u.ca_file.is_empty() {
@@ -164,20 +178,21 @@ pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
             let _ = roots.add(cert);
         }
     } else {
-        let certs = CertificateDer::pem_file_iter(&u.ca_file)
-            .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+        let ca_file = |e: Box<dyn std::error::Error + Send + Sync>| ClientSetupError::CaFile {
+            path: u.ca_file.clone(),
+            source: e,
+        };
+        let certs = CertificateDer::pem_file_iter(&u.ca_file).map_err(|e| ca_file(e.into()))?;
         for cert in certs {
-            let cert = cert.map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("[upstream] ca_file {:?}: {e}", u.ca_file))?;
+            let cert = cert.map_err(|e| ca_file(e.into()))?;
+            roots.add(cert).map_err(|e| ca_file(e.into()))?;
         }
     }
     Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS set-up failed: {e}"))?
+    .map_err(ClientSetupError::Tls)?
     .with_root_certificates(roots)
     .with_no_client_auth())
 }
@@ -185,14 +200,17 @@ pub fn client_tls(config: &Config) -> Result<rustls::ClientConfig, String> {
 const MAX_FETCH_BYTES: usize = 1024 * 1024;
 
 impl Upstream {
-    pub fn new(config: &Config) -> Result<Arc<Upstream>, String> {
+    pub fn new(config: &Config) -> Result<Arc<Upstream>, ClientSetupError> {
         Upstream::with_tls(config, client_tls(config)?)
     }
 
     /// An upstream client with a TLS configuration built once by
     /// [`client_tls`] (each worker has its own pool, all share the roots).
-    pub fn with_tls(config: &Config, tls: rustls::ClientConfig) -> Result<Arc<Upstream>, String> {
-        let url = config.upstream_url().map_err(|p| p.to_string())?;
+    pub fn with_tls(
+        config: &Config,
+        tls: rustls::ClientConfig,
+    ) -> Result<Arc<Upstream>, ClientSetupError> {
+        let url = config.upstream_url()?;
         let u = &config.upstream;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -204,16 +222,16 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let bad_url = |e: &dyn std::fmt::Display| Problem::at("upstream", "url", e.to_string());
         let target = Uri::builder()
             .scheme(url.scheme.clone())
             .authority(url.authority.clone())
             .path_and_query("/")
             .build()
-            .map_err(|e| format!("[upstream] url: {e}"))?;
+            .map_err(|e| bad_url(&e))?;
         // No more idle upstream connections than client connections served.
         let pool = Pool::new(connector, target, config.server.max_connections);
-        let host = HeaderValue::from_str(url.authority.as_str())
-            .map_err(|e| format!("[upstream] url: {e}"))?;
+        let host = HeaderValue::from_str(url.authority.as_str()).map_err(|e| bad_url(&e))?;
         Ok(Arc::new(Upstream {
             pool,
             url,
