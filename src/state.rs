@@ -11,7 +11,7 @@ use crate::auth::identity::{IdentityResolver, ResolverError};
 use crate::auth::policy::Authenticator;
 use crate::auth::swap::{CredentialSwap, SwapError};
 use crate::clock::SharedClock;
-use crate::config::{self, Config, Env, Problem};
+use crate::config::{self, Config, CredentialMode, Env, Problem};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::proxy::Upstream;
@@ -54,44 +54,68 @@ impl Live {
     }
 }
 
-/// Keys whose change takes effect only after a restart.
+/// What of `config` only a restart applies: `config` with every setting a
+/// reload applies (the list here) blanked. Every other field stays, so a
+/// field added to any table needs a restart until it is made live and
+/// blanked here.
+fn restart_part(config: &Config) -> Config {
+    let mut c = config.clone();
+    // The lookup account and the upstream credentials: rebuilt in `Live`.
+    let u = &mut c.upstream;
+    u.lookup_user.clear();
+    u.lookup_password_env.clear();
+    let cr = &mut u.credentials;
+    cr.mode = CredentialMode::Header;
+    for text in [
+        &mut cr.header_name,
+        &mut cr.secret_header_name,
+        &mut cr.secret_env,
+        &mut cr.username,
+        &mut cr.password_env,
+        &mut cr.token_env,
+    ] {
+        text.clear();
+    }
+    // Token rules: read from `Live`'s configuration where they are used.
+    let t = &mut c.tokens;
+    t.default_validity_months = 0;
+    t.max_validity_months = 0;
+    t.max_tokens_per_user = 0;
+    t.force_read_only = false;
+    t.allow_password_basic_auth = false;
+    t.last_access_flush_ms = 0;
+    // The authentication rules (`Authenticator::reload`), and the admin and
+    // identity settings read from `Live`'s configuration.
+    let a = &mut c.auth;
+    a.max_failed_attempts = 0;
+    a.lockout_seconds = 0;
+    a.failures_per_ip_per_minute = 0;
+    a.admin_user_keys.clear();
+    a.admin_groups.clear();
+    a.identity_cache_seconds = 0;
+    a.reject_unknown_schemes = false;
+    // The log level: the command's reload changes the filter.
+    c.log.level.clear();
+    c
+}
+
+/// The changes from `old` to `new` that take effect only after a restart,
+/// one label a table, naming the table's keys that need one.
 fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let (o, n) = (&old.server, &new.server);
-    let server_changed = o.listen != n.listen
-        || o.public_url != n.public_url
-        || o.tls_cert != n.tls_cert
-        || o.tls_key != n.tls_key
-        || o.admin_listen != n.admin_listen
-        || o.trusted_proxies != n.trusted_proxies
-        || o.header_read_timeout_ms != n.header_read_timeout_ms
-        || o.min_body_bytes_per_second != n.min_body_bytes_per_second
-        || o.idle_timeout_ms != n.idle_timeout_ms
-        || o.max_header_bytes != n.max_header_bytes
-        || o.max_api_body_bytes != n.max_api_body_bytes
-        || o.shutdown_grace_ms != n.shutdown_grace_ms
-        || o.workers != n.workers
-        || o.max_connections != n.max_connections;
-    if server_changed {
-        keys.push("[server]");
-    }
-    let (o, n) = (&old.upstream, &new.upstream);
-    let upstream_changed = o.url != n.url
-        || o.product != n.product
-        || o.connect_timeout_ms != n.connect_timeout_ms
-        || o.response_timeout_ms != n.response_timeout_ms
-        || o.preserve_host != n.preserve_host
-        || o.ca_file != n.ca_file;
-    if upstream_changed {
-        keys.push("[upstream] url, product, timeouts, preserve_host, ca_file");
-    }
-    if old.tokens.store_path != new.tokens.store_path {
-        keys.push("[tokens] store_path");
-    }
-    if old.tokens.prefix != new.tokens.prefix {
-        keys.push("[tokens] prefix");
-    }
-    keys
+    let (o, n) = (restart_part(old), restart_part(new));
+    [
+        (o.server != n.server, "[server]"),
+        (
+            o.upstream != n.upstream,
+            "[upstream] url, product, connect_timeout_ms, response_timeout_ms, preserve_host, ca_file",
+        ),
+        (o.tokens != n.tokens, "[tokens] store_path, prefix"),
+        (o.auth != n.auth, "[auth]"),
+        (o.log != n.log, "[log] format"),
+    ]
+    .into_iter()
+    .filter_map(|(changed, label)| changed.then_some(label))
+    .collect()
 }
 
 /// Everything a request needs, shared by all connections.
@@ -122,5 +146,139 @@ impl Gateway {
         self.auth.reload(config);
         self.live.store(Arc::new(live));
         Ok(restart)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use toml::{Table, Value};
+
+    use super::*;
+
+    /// Settings a reload applies, as the README lists them: `table.key`, or
+    /// `table.*` for all of a table.
+    const LIVE: &[&str] = &[
+        "upstream.lookup_user",
+        "upstream.lookup_password_env",
+        "upstream.credentials.*",
+        "tokens.default_validity_months",
+        "tokens.max_validity_months",
+        "tokens.max_tokens_per_user",
+        "tokens.force_read_only",
+        "tokens.allow_password_basic_auth",
+        "tokens.last_access_flush_ms",
+        "auth.*",
+        "log.level",
+    ];
+
+    fn is_live(table: &str, key: &str) -> bool {
+        LIVE.contains(&format!("{table}.{key}").as_str())
+            || LIVE.contains(&format!("{table}.*").as_str())
+    }
+
+    /// Values of another type's worth to try for `v`: the first that the
+    /// configuration types take is used.
+    fn others(v: &Value) -> Vec<Value> {
+        match v {
+            Value::Integer(i) => vec![Value::Integer(i + 1)],
+            Value::Boolean(b) => vec![Value::Boolean(!b)],
+            Value::Array(a) => vec![Value::Array([a.clone(), vec!["x".into()]].concat())],
+            Value::String(s) => {
+                let mut tries = Vec::new();
+                if let Ok(mut addr) = s.parse::<SocketAddr>() {
+                    addr.set_port(addr.port() + 1);
+                    tries.push(addr.to_string());
+                }
+                tries.push(format!("{s}x"));
+                // The variants of the enumerations (product, mode, format).
+                let words = [
+                    "jira",
+                    "confluence",
+                    "header",
+                    "basic",
+                    "bearer",
+                    "text",
+                    "json",
+                ];
+                tries.extend(words.iter().filter(|w| *w != s).map(|w| w.to_string()));
+                tries.into_iter().map(Value::String).collect()
+            }
+            other => panic!("no other value for {other}"),
+        }
+    }
+
+    /// Every key of every table of `config` (found through the types, not a
+    /// list), each with `config` changed in that key alone.
+    fn each_key_changed(config: &Config) -> Vec<(String, String, Config)> {
+        fn visit(
+            whole: &Table,
+            path: &mut Vec<String>,
+            table: &Table,
+            out: &mut Vec<(String, String, Config)>,
+        ) {
+            for (key, value) in table {
+                path.push(key.clone());
+                if let Value::Table(inner) = value {
+                    visit(whole, path, inner, out);
+                } else {
+                    let changed = others(value)
+                        .into_iter()
+                        .find_map(|other| {
+                            let mut doc = whole.clone();
+                            let (last, tables) = path.split_last().unwrap();
+                            let mut t = &mut doc;
+                            for name in tables {
+                                t = t.get_mut(name).unwrap().as_table_mut().unwrap();
+                            }
+                            t.insert(last.clone(), other);
+                            doc.try_into::<Config>().ok()
+                        })
+                        .unwrap_or_else(|| panic!("no other value for {path:?}"));
+                    let dotted = path[..path.len() - 1].join(".");
+                    out.push((dotted, key.clone(), changed));
+                }
+                path.pop();
+            }
+        }
+        let whole = Table::try_from(config).unwrap();
+        let mut out = Vec::new();
+        visit(&whole, &mut Vec::new(), &whole, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_change_to_any_server_key_needs_a_restart() {
+        let old = Config::default();
+        let server: Vec<_> = each_key_changed(&old)
+            .into_iter()
+            .filter(|(table, _, _)| table == "server")
+            .collect();
+        assert!(server.len() >= 14, "{} [server] keys", server.len());
+        for (_, key, new) in server {
+            assert_ne!(old, new, "{key}");
+            assert_eq!(restart_only(&old, &new), ["[server]"], "[server] {key}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_live_or_named_as_needing_a_restart() {
+        let old = Config::default();
+        let changes = each_key_changed(&old);
+        assert!(changes.len() >= 45, "{} keys", changes.len());
+        for (table, key, new) in changes {
+            let restart = restart_only(&old, &new);
+            if is_live(&table, &key) {
+                assert!(restart.is_empty(), "[{table}] {key} is live: {restart:?}");
+                continue;
+            }
+            let whole_table = format!("[{table}]");
+            let names_it = restart.len() == 1
+                && (restart[0] == whole_table
+                    || (restart[0].starts_with(&format!("{whole_table} "))
+                        && restart[0].split([' ', ',']).any(|word| word == key)));
+            assert!(names_it, "[{table}] {key} needs a restart: {restart:?}");
+        }
     }
 }
