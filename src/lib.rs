@@ -122,10 +122,8 @@ impl Running {
     /// limits, upstream credentials) without dropping connections. Returns the
     /// changed keys that need a restart; on error nothing changes, and the
     /// error says why in one line ([`Gateway::reload`] has it typed).
-    pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, String> {
-        self.gateway
-            .reload(config, &*self.env)
-            .map_err(|e| e.to_string())
+    pub fn reload(&self, config: &Config) -> Result<Vec<&'static str>, state::LiveError> {
+        self.gateway.reload(config, &*self.env)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to

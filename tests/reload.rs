@@ -61,7 +61,7 @@ async fn a_bad_reload_is_rejected_and_the_running_configuration_stays() {
     let mut broken = s.config.clone();
     broken.tokens.allow_password_basic_auth = false;
     broken.upstream.credentials.secret_env = "TOKENGATE_TEST_VARIABLE_NOBODY_SET".into();
-    let err = s.gw.reload(&broken).unwrap_err();
+    let err = s.gw.reload(&broken).unwrap_err().to_string();
     assert!(err.contains("TOKENGATE_TEST_VARIABLE_NOBODY_SET"), "{err}");
     assert_eq!(
         s.as_user("bob", "bob").myself().await.status(),
