@@ -1,4 +1,4 @@
-//! Who a management API caller is, asked of the upstream (SPEC §5): the
+//! Who a management API caller is, asked of the upstream: the
 //! password check, admin status and user-key look-ups, for Jira and for
 //! Confluence. Answers are cached for `identity_cache_seconds`, keyed by a
 //! salted SHA-256 of the credentials — never the password itself.

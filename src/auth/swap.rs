@@ -1,4 +1,4 @@
-//! The credential swap (SPEC §5): what the upstream receives in place of a
+//! The credential swap: what the upstream receives in place of a
 //! valid token. Header values are built once at start-up (and on reload);
 //! the per-request username goes through `HeaderValue`, which refuses CR, LF
 //! and NUL, so nothing can be injected.

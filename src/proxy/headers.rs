@@ -21,7 +21,7 @@ fn is_hop_by_hop_option(option: &str) -> bool {
 
 /// Headers removed from every forwarded request, whoever the peer is:
 /// - `Forwarded` (RFC 7239): tokengate states the client's origin in
-///   `X-Forwarded-*` only (SPEC §5) and does not maintain a `Forwarded`
+///   `X-Forwarded-*` only and does not maintain a `Forwarded`
 ///   chain, so one passed on would be a second, unchecked account of it;
 /// - path overrides (`X-Original-URL`, `X-Rewrite-URL`, `X-Original-URI`),
 ///   which some Java and IIS stacks route by instead of the request line: the
@@ -54,7 +54,7 @@ static UNTRUSTED_ORIGIN_HEADERS: [HeaderName; 7] = [
     HeaderName::from_static("x-forwarded-ssl"),
 ];
 
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub use crate::net::X_FORWARDED_FOR;
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED: [HeaderName; 3] = [
@@ -205,7 +205,7 @@ fn may_be_origin_header(name: &HeaderName) -> bool {
     matches!(name.as_str().as_bytes().first(), Some(b'x' | b'f' | b't'))
 }
 
-/// Sets `X-Forwarded-For/-Proto/-Host` (SPEC §5). From a trusted proxy the
+/// Sets `X-Forwarded-For/-Proto/-Host`. From a trusted proxy the
 /// chain is extended and its proto/host kept; from anyone else they are
 /// replaced and other origin headers dropped. `Forwarded`, path and method
 /// overrides are dropped from everyone ([`NEVER_FORWARDED`]).
