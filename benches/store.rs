@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tokengate::store::{Backend, Filter, Scope, SledBackend, TokenRecord};
+use tokengate::store::{Filter, Scope, SledEngine, TokenRecord};
 use tokengate::token::TokenHash;
 
 const T0: u64 = 1_796_000_000_000;
@@ -20,8 +20,10 @@ fn tokens() -> u64 {
         .unwrap_or(100_000)
 }
 
-fn filled(dir: &std::path::Path, n: u64) -> SledBackend {
-    let backend = SledBackend::open(&dir.join("tokens.sled")).unwrap();
+/// The synchronous sled engine, filled directly: its queries are what the
+/// asynchronous `SledBackend` runs for the management API.
+fn filled(dir: &std::path::Path, n: u64) -> SledEngine {
+    let engine = SledEngine::open(&dir.join("tokens.sled")).unwrap();
     let mut batch = Vec::with_capacity(1_000);
     for i in 0..n {
         batch.push(TokenRecord {
@@ -45,13 +47,13 @@ fn filled(dir: &std::path::Path, n: u64) -> SledBackend {
             },
         });
         if batch.len() == 1_000 {
-            backend.restore(&batch).unwrap();
+            engine.restore(&batch).unwrap();
             batch.clear();
         }
     }
-    backend.restore(&batch).unwrap();
-    backend.flush().unwrap();
-    backend
+    engine.restore(&batch).unwrap();
+    engine.flush().unwrap();
+    engine
 }
 
 fn management_queries(c: &mut Criterion) {

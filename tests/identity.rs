@@ -432,7 +432,7 @@ async fn a_stored_owner_name_with_control_characters_is_refused_not_forwarded() 
             )
             .await
             .unwrap();
-        store.close().unwrap();
+        store.close().await.unwrap();
     }
     let gw = start(config).await;
     let req = format!(

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use tokengate::store::{Backend, Scope, SledBackend, TokenRecord};
+use tokengate::store::{Scope, SledEngine, TokenRecord};
 use tokengate::token::TokenHash;
 
 const USERS: u64 = 1_000;
@@ -13,7 +13,7 @@ const PER_USER: u64 = 100;
 
 /// Fills a store directly, a thousand records per transaction, as an import would.
 fn fill(path: &std::path::Path) {
-    let backend = SledBackend::open(path).unwrap();
+    let engine = SledEngine::open(path).unwrap();
     let records: Vec<TokenRecord> = (0..USERS * PER_USER)
         .map(|i| {
             let user = i % USERS;
@@ -46,9 +46,9 @@ fn fill(path: &std::path::Path) {
         })
         .collect();
     for chunk in records.chunks(1_000) {
-        assert_eq!(backend.restore(chunk).unwrap(), chunk.len() as u64);
+        assert_eq!(engine.restore(chunk).unwrap(), chunk.len() as u64);
     }
-    backend.flush().unwrap();
+    engine.flush().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,19 +15,20 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use common::process::{Child, serve, stderr_lines, terminate, wait_for, write_config};
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokengate::demo::sim::{SimConfig, SimUpstream};
 use tokengate::store::{
-    AuthEntry, Backend, Filter, InsertError, NewToken, Page, SledBackend, Store, StoreError,
-    TokenRecord,
+    AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, SledBackend, SledEngine,
+    Store, StoreError, TokenRecord,
 };
 use tokengate::token::{TokenFormat, TokenHash};
 
@@ -345,7 +346,7 @@ async fn a_store_held_by_another_process_is_taken_over_when_released() {
         "{ready}"
     );
 
-    holder.close().unwrap();
+    holder.close().await.unwrap();
     drop(holder);
     // Retries back off to at most 5 s: the store is taken within a few seconds.
     let released = Instant::now();
@@ -370,12 +371,20 @@ async fn a_store_held_by_another_process_is_taken_over_when_released() {
 }
 
 /// A sled backend that fails the chosen operations on demand.
+///
+/// A failing flush is what `SledBackend` meets when the disk stops taking
+/// writes: the write is applied, then the call fails. As `SledBackend` does,
+/// a creation is taken back (nothing is kept on `Err`), and after a failed
+/// write the next `settle` or readiness check tries a flush again: until one
+/// works, readiness says writes fail and a retried delete is not answered.
 #[derive(Clone)]
 struct Faulty {
     inner: Arc<SledBackend>,
     fail_lookup: Arc<AtomicBool>,
     fail_insert: Arc<AtomicBool>,
     fail_flush: Arc<AtomicBool>,
+    /// Why the last flush failed; `None` once one works again.
+    write_error: Arc<Mutex<Option<String>>>,
 }
 
 fn injected(what: &str) -> StoreError {
@@ -390,56 +399,108 @@ impl Faulty {
             Ok(())
         }
     }
+
+    /// The flush that makes a write durable: fails while `fail_flush` is
+    /// set; remembered for `settle` and `health`.
+    fn flush(&self) -> Result<(), StoreError> {
+        let outcome = Faulty::check(&self.fail_flush, "flush");
+        *self.write_error.lock().unwrap() = outcome.as_ref().err().map(ToString::to_string);
+        outcome
+    }
+
+    fn write_failed(&self) -> bool {
+        self.write_error.lock().unwrap().is_some()
+    }
+
+    /// A write the inner backend applied, then the flush.
+    fn written<T>(&self, applied: Result<T, StoreError>) -> Result<T, StoreError> {
+        let value = applied?;
+        self.flush()?;
+        Ok(value)
+    }
 }
 
+#[async_trait]
 impl Backend for Faulty {
-    fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
         Faulty::check(&self.fail_lookup, "lookup")?;
-        self.inner.lookup(hash)
+        self.inner.lookup(hash).await
     }
-    fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.get(id)
+    async fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.get(id).await
     }
-    fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        self.inner.list_user(user_key)
+    async fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.list_user(user_key).await
     }
-    fn filter(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page, StoreError> {
-        self.inner.filter(filter, offset, limit)
+    async fn filter(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page, StoreError> {
+        self.inner.filter(filter, offset, limit).await
     }
-    fn insert(&self, token: NewToken, per_user_limit: u32) -> Result<TokenRecord, InsertError> {
+    async fn insert(
+        &self,
+        token: NewToken,
+        per_user_limit: u32,
+    ) -> Result<TokenRecord, InsertError> {
         Faulty::check(&self.fail_insert, "insert")?;
-        self.inner.insert(token, per_user_limit)
+        let record = self.inner.insert(token, per_user_limit).await?;
+        if let Err(e) = self.flush() {
+            // Not acknowledged, so taken back, as `SledBackend` does.
+            self.inner.engine().delete(record.id)?;
+            return Err(e.into());
+        }
+        Ok(record)
     }
-    fn restore(&self, records: &[TokenRecord]) -> Result<u64, StoreError> {
-        self.inner.restore(records)
+    async fn restore(&self, records: Vec<TokenRecord>) -> Result<u64, StoreError> {
+        self.written(self.inner.restore(records).await)
     }
-    fn update_description(&self, id: u64, d: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.update_description(id, d)
+    async fn update_description(
+        &self,
+        id: u64,
+        d: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.written(self.inner.update_description(id, d).await)
     }
-    fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.delete(id)
+    async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        self.written(self.inner.delete(id).await)
     }
-    fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
-        self.inner.delete_user(user_key)
+    async fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
+        self.written(self.inner.delete_user(user_key).await)
     }
-    fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError> {
-        self.inner.record_access(batch)
+    async fn record_access(&self, batch: Vec<(u64, u64)>) -> Result<(), StoreError> {
+        self.written(self.inner.record_access(batch).await)
     }
-    fn count(&self) -> Result<u64, StoreError> {
-        self.inner.count()
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.inner.count().await
     }
-    fn next_id(&self) -> Result<u64, StoreError> {
-        self.inner.next_id()
+    async fn next_id(&self) -> Result<u64, StoreError> {
+        self.inner.next_id().await
     }
-    fn raise_next_id(&self, next: u64) -> Result<(), StoreError> {
-        self.inner.raise_next_id(next)
+    async fn raise_next_id(&self, next: u64) -> Result<(), StoreError> {
+        self.written(self.inner.raise_next_id(next).await)
     }
-    fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError> {
-        self.inner.scan(visit)
+    async fn scan_from(&self, after: u64, limit: usize) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.scan_from(after, limit).await
     }
-    fn flush(&self) -> Result<(), StoreError> {
-        Faulty::check(&self.fail_flush, "flush")?;
-        self.inner.flush()
+    async fn settle(&self) -> Result<(), StoreError> {
+        if self.write_failed() {
+            self.flush()?;
+        }
+        self.inner.settle().await
+    }
+    async fn health(&self) -> Health {
+        if self.write_failed()
+            && let Err(e) = self.flush()
+        {
+            return Health {
+                parts: vec![("store", format!("writes fail: {e}"))],
+            };
+        }
+        self.inner.health().await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
     }
 }
 
@@ -461,11 +522,15 @@ impl FaultySetup {
             fail_lookup: Arc::default(),
             fail_insert: Arc::default(),
             fail_flush: Arc::default(),
+            write_error: Arc::default(),
         };
         let backend = faults.clone();
         let gw = start_with_store(
             config,
-            Arc::new(move || Ok(Store::with_backend(Arc::new(backend.clone())))),
+            Arc::new(move || {
+                let backend = backend.clone();
+                Box::pin(async move { Ok(Store::with_backend(Arc::new(backend))) })
+            }),
         )
         .await;
         FaultySetup {
@@ -520,7 +585,7 @@ impl FaultySetup {
         // sled lets go of its lock from a background thread: allow it a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         let reopened = loop {
-            match SledBackend::open(&path) {
+            match SledEngine::open(&path) {
                 Ok(b) => break b,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
