@@ -22,7 +22,15 @@ const READY_CACHE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
     pub ready: bool,
+    /// `ok`, or why the token store cannot be used.
     pub store: String,
+    /// PostgreSQL only: the database, and whether other gateways' changes
+    /// arrive (`ok`, or why not: this gateway then reads tokens from the
+    /// database rather than trusting its cache).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<String>,
     pub upstream: String,
 }
 
@@ -56,20 +64,29 @@ impl Admin {
 
 /// The readiness checks themselves; also run periodically for the `tokengate_ready` gauge.
 pub async fn check(gw: &Gateway) -> Readiness {
+    let (mut database, mut notifications) = (None, None);
     let store = match gw.store.get() {
         Err(e) => e.to_string(),
-        Ok(store) => match store.count() {
-            Err(e) => e.to_string(),
-            // After a failed write, ready again only once a write works.
-            Ok(_) if store.write_problem().is_some() => {
-                match tokio::task::spawn_blocking(move || store.probe_write()).await {
-                    Ok(Ok(())) => "ok".to_string(),
-                    Ok(Err(e)) => format!("writes fail: {e}"),
-                    Err(e) => format!("writes fail: {e}"),
+        Ok(store) => {
+            let health = store.health().await;
+            let mut store_state = "ok".to_string();
+            for (part, state) in health.parts {
+                match part {
+                    "database" => {
+                        if state != "ok" {
+                            store_state = format!("database: {state}");
+                        }
+                        database = Some(state);
+                    }
+                    // Not listening degrades (tokens are read from the
+                    // database) but does not make the gateway wrong.
+                    "notifications" => notifications = Some(state),
+                    _ if state != "ok" => store_state = state,
+                    _ => {}
                 }
             }
-            Ok(_) => "ok".to_string(),
-        },
+            store_state
+        }
     };
     let upstream = match gw.upstream.probe().await {
         Ok(_) => "ok".to_string(),
@@ -80,6 +97,8 @@ pub async fn check(gw: &Gateway) -> Readiness {
     Readiness {
         ready,
         store,
+        database,
+        notifications,
         upstream,
     }
 }

@@ -133,7 +133,7 @@ impl Gateway {
     ) -> Response<RespBody> {
         // Held across the upstream exchange: an owned snapshot, not a guard.
         let live = self.live.load_full();
-        let caller = match self.authenticate(&req, ctx) {
+        let caller = match self.authenticate(&req, ctx).await {
             Ok(caller) => caller,
             Err(reply) => return reply.into_response(),
         };
@@ -173,12 +173,12 @@ impl Gateway {
             // token's scope, expiry and revocation: it is never handed out.
             resp.headers_mut().remove(SET_COOKIE);
         }
-        self.account(&caller, &resp, ctx);
+        self.account(&caller, &resp, ctx).await;
         resp
     }
 
     /// Step 4: who is calling, and may they, as the [`Authenticator`] decides.
-    fn authenticate(
+    async fn authenticate(
         &self,
         req: &Request<Incoming>,
         ctx: &RequestCtx,
@@ -186,6 +186,7 @@ impl Gateway {
         let caller = self
             .auth
             .identify(req.headers(), ctx)
+            .await
             .and_then(|caller| {
                 self.auth.forward_password(&caller, ctx)?;
                 self.auth.permit(&caller, req.method(), ctx)?;
@@ -202,17 +203,18 @@ impl Gateway {
     }
 
     /// Step 7: what the upstream's answer means for the caller's failure count.
-    fn account(&self, caller: &Caller, resp: &Response<RespBody>, ctx: &RequestCtx) {
+    async fn account(&self, caller: &Caller, resp: &Response<RespBody>, ctx: &RequestCtx) {
         match caller {
             Caller::Password { user } if resp.status() == StatusCode::UNAUTHORIZED => {
                 let _ = self
                     .auth
-                    .password_failed(user, ctx, "upstream_rejected_password");
+                    .password_failed(user, ctx, "upstream_rejected_password")
+                    .await;
             }
             // Only an answer that says the login worked resets the count: a
             // public page answers 200 to any password without looking at it.
             Caller::Password { user } if login_confirmed(resp.headers(), user) => {
-                self.auth.password_confirmed(user, ctx);
+                self.auth.password_confirmed(user, ctx).await;
             }
             Caller::Token(entry) if resp.status() == StatusCode::UNAUTHORIZED => {
                 // The upstream refused the credentials we swapped in: a configuration problem.

@@ -34,12 +34,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, Problem};
+use crate::config::{Config, Problem, StoreBackend};
 use crate::demo::DemoError;
 use crate::proxy::ClientSetupError;
 use crate::server::TlsSetupError;
 use crate::state::{Gateway, LiveError};
-use crate::store::{Store, StoreError};
+use crate::store::{PostgresBackend, SledBackend, Store, StoreError};
 
 /// Looks up an environment variable (the process environment in production).
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -87,7 +87,41 @@ pub enum StartError {
 
 /// Opens the token store; called at start and, while it fails, again in the
 /// background until it works.
-pub type StoreOpener = Arc<dyn Fn() -> Result<Store, StoreError> + Send + Sync>;
+pub type StoreOpener = Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Store, StoreError>> + Send + Sync,
+>;
+
+/// The opener of the store `[tokens]` configures: sled at `store_path`, or
+/// the PostgreSQL database whose URL is in the variable `postgres_url_env`
+/// names (read through `options.env`).
+pub fn store_opener(config: &Config, options: &Options) -> Result<StoreOpener, StartError> {
+    let t = &config.tokens;
+    match t.backend {
+        StoreBackend::Sled => {
+            let path = t.store_path.clone();
+            Ok(Arc::new(move || {
+                let path = path.clone();
+                Box::pin(async move {
+                    let opened = tokio::task::spawn_blocking(move || SledBackend::open(&path))
+                        .await
+                        .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))?;
+                    Ok(Store::with_backend(Arc::new(opened?)))
+                })
+            }))
+        }
+        StoreBackend::Postgres => {
+            let settings = store::open::postgres_settings(config, &*options.env)?;
+            let (clock, max_stale_ms) = (options.clock.clone(), t.cache_max_stale_ms);
+            Ok(Arc::new(move || {
+                let (settings, clock) = (settings.clone(), clock.clone());
+                Box::pin(async move {
+                    let backend = PostgresBackend::open(&settings).await?;
+                    Ok(Store::new(Arc::new(backend), clock, max_stale_ms))
+                })
+            }))
+        }
+    }
+}
 
 /// A running gateway.
 pub struct Running {
@@ -154,8 +188,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// 503 to token requests and the management API, reports not ready, and
 /// keeps trying to open the store in the background.
 pub async fn start(config: Config, options: Options) -> Result<Running, StartError> {
-    let path = config.tokens.store_path.clone();
-    start_with_store(config, options, Arc::new(move || Store::open(&path))).await
+    let opener = store_opener(&config, &options)?;
+    start_with_store(config, options, opener).await
 }
 
 pub use lifecycle::start_with_store;

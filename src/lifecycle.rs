@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::policy::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::proxy::{self, Upstream};
@@ -31,7 +31,7 @@ pub async fn start_with_store(
     options: Options,
     open_store: StoreOpener,
 ) -> Result<Running, StartError> {
-    let built = build(&config, &options, &open_store)?;
+    let built = build(&config, &options, &open_store).await?;
     let listeners = Listeners::bind(&config, built.worker_upstreams.len())?;
     serve(&config, options, open_store, built, listeners)
 }
@@ -49,7 +49,7 @@ struct Built {
 /// Builds the gateway's shared state: upstream clients, the settings a
 /// reload replaces, the store (or why it is not open), the authentication
 /// policy and metrics.
-fn build(
+async fn build(
     config: &Config,
     options: &Options,
     open_store: &StoreOpener,
@@ -67,17 +67,27 @@ fn build(
     };
     let metrics = Arc::new(Metrics::new());
     let mut store_problem = None;
-    let store = match open_store() {
+    let store = match open_store().await {
         Ok(store) => {
             let store = Arc::new(store);
-            metrics.tokens.set(store.count().unwrap_or(0) as i64);
+            store.attach_metrics(metrics.store.clone());
+            metrics.tokens.set(store.count().await.unwrap_or(0) as i64);
             Arc::new(StoreCell::open(store))
         }
+        // Written by a newer tokengate: waiting would not help.
+        Err(e @ StoreError::Incompatible(_)) => return Err(StartError::Store(e)),
         Err(e) => {
             store_problem = Some(e.to_string());
+            let store = match config.tokens.backend {
+                StoreBackend::Sled => config.tokens.store_path.display().to_string(),
+                StoreBackend::Postgres => format!(
+                    "the PostgreSQL database in {} ([tokens] postgres_url_env)",
+                    config.tokens.postgres_url_env
+                ),
+            };
             tracing::error!(
                 error = %e,
-                store = %config.tokens.store_path.display(),
+                %store,
                 "the token store cannot be opened; token requests and the management API get 503 until it opens; retrying in the background"
             );
             Arc::new(StoreCell::closed(&e))
@@ -269,9 +279,8 @@ async fn shut_down(s: Stopping, shutdown: CancellationToken) {
     let store = s.gateway.store.current();
     drop(s.gateway);
     match store {
-        Some(store) => match tokio::task::spawn_blocking(move || store.close()).await {
-            Ok(Ok(())) => tracing::info!("store closed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+        Some(store) => match store.close().await {
+            Ok(()) => tracing::info!("store closed"),
             Err(e) => tracing::error!(error = %e, "closing the store failed"),
         },
         None => tracing::info!("store was never opened; nothing to close"),
@@ -361,14 +370,13 @@ async fn keep_opening(
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(STORE_RETRY_MAX);
-        let open = open_store.clone();
-        let opened = tokio::task::spawn_blocking(move || open())
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("open task failed: {e}"))));
-        match opened {
+        match open_store().await {
             Ok(store) => {
                 let store = Arc::new(store);
-                gw.metrics.tokens.set(store.count().unwrap_or(0) as i64);
+                store.attach_metrics(gw.metrics.store.clone());
+                gw.metrics
+                    .tokens
+                    .set(store.count().await.unwrap_or(0) as i64);
                 gw.store.set(store);
                 tracing::info!(
                     "the token store is open; token requests and the management API are served again"
@@ -427,9 +435,8 @@ async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken, readyz: Opt
             && now.duration_since(last_attempt) >= flush_every
         {
             last_attempt = now;
-            match tokio::task::spawn_blocking(move || store.flush_access()).await {
-                Ok(Ok(_)) => last_flush = now,
-                Ok(Err(e)) => tracing::error!(error = %e, "writing lastAccessed failed"),
+            match store.flush_access().await {
+                Ok(_) => last_flush = now,
                 Err(e) => tracing::error!(error = %e, "writing lastAccessed failed"),
             }
         }
@@ -458,7 +465,16 @@ async fn housekeeping(gw: Arc<Gateway>, shutdown: CancellationToken, readyz: Opt
         }
         if now.duration_since(last_sweep) >= Duration::from_secs(30) {
             last_sweep = now;
-            gw.auth.sweep(gw.live.load().config.auth.lockout_seconds);
+            // Other gateways on a shared database create and delete tokens too.
+            if let Some(store) = gw.store.current()
+                && store.backend().kind() != "sled"
+                && let Ok(n) = store.count().await
+            {
+                gw.metrics.tokens.set(n as i64);
+            }
+            gw.auth
+                .sweep(gw.live.load().config.auth.lockout_seconds)
+                .await;
         }
     }
 }

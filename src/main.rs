@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tokengate::config::{Config, LogConfig, LogFormat, Product};
+use tokengate::config::{Config, LogConfig, LogFormat, Product, StoreBackend};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -43,7 +43,8 @@ enum Command {
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
     },
-    /// Offline maintenance of the token store (while the gateway is stopped).
+    /// Maintenance of the token store: counts, export, import, schema
+    /// migrations (a sled store only while the gateway is stopped).
     Store {
         #[command(subcommand)]
         action: StoreAction,
@@ -63,13 +64,13 @@ enum Command {
 enum StoreAction {
     /// Counts: tokens, users, expired, size on disk.
     Stats {
-        /// Configuration file; its [tokens] store_path is the store.
+        /// Configuration file; its [tokens] table names the store.
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
     },
     /// Every token as a JSON line: SHA-256 and metadata, never a plain token.
     Export {
-        /// Configuration file; its [tokens] store_path is the store.
+        /// Configuration file; its [tokens] table names the store.
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
         /// Write here instead of standard output.
@@ -78,12 +79,19 @@ enum StoreAction {
     },
     /// Add tokens from an export; idempotent, keeps ids.
     Import {
-        /// Configuration file; its [tokens] store_path is the store.
+        /// Configuration file; its [tokens] table names the store.
         #[arg(long, short, default_value = "proxy.toml")]
         config: PathBuf,
         /// Read from here instead of standard input.
         #[arg(long, short)]
         input: Option<PathBuf>,
+    },
+    /// Bring a PostgreSQL store's schema up to date, then exit (gateways
+    /// also do it when they start).
+    Migrate {
+        /// Configuration file; its [tokens] table names the store.
+        #[arg(long, short, default_value = "proxy.toml")]
+        config: PathBuf,
     },
 }
 
@@ -202,11 +210,11 @@ fn block_on(
 }
 
 fn store_tool(action: StoreAction) -> ExitCode {
-    use tokengate::store::tools;
     let config_path = match &action {
         StoreAction::Stats { config }
         | StoreAction::Export { config, .. }
-        | StoreAction::Import { config, .. } => config,
+        | StoreAction::Import { config, .. }
+        | StoreAction::Migrate { config } => config,
     };
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -215,36 +223,17 @@ fn store_tool(action: StoreAction) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = &config.tokens.store_path;
-    let result = match action {
-        StoreAction::Stats { .. } => {
-            let now = tokengate::clock::Clock::now_ms(&tokengate::clock::SystemClock);
-            tools::stats(store, now).map(|s| {
-                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            })
-        }
-        StoreAction::Export { output, .. } => {
-            let written = match output {
-                Some(path) => std::fs::File::create(&path)
-                    .map_err(tools::ToolError::from)
-                    .and_then(|f| tools::export(store, &mut std::io::BufWriter::new(f))),
-                None => tools::export(store, &mut std::io::stdout().lock()),
-            };
-            written.map(|n| eprintln!("exported {n} tokens"))
-        }
-        StoreAction::Import { input, .. } => {
-            let read = match input {
-                Some(path) => std::fs::File::open(&path)
-                    .map_err(tools::ToolError::from)
-                    .and_then(|f| tools::import(store, &mut std::io::BufReader::new(f))),
-                None => tools::import(store, &mut std::io::stdin().lock()),
-            };
-            read.map(|(added, present)| {
-                eprintln!("imported {added} tokens; {present} were already there")
-            })
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    match result {
+    match runtime.block_on(store_action(action, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tokengate store: {e}");
@@ -253,9 +242,83 @@ fn store_tool(action: StoreAction) -> ExitCode {
     }
 }
 
+async fn store_action(
+    action: StoreAction,
+    config: Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tokengate::store::{open, tools};
+    let env = |var: &str| std::env::var(var).ok();
+    if let StoreAction::Migrate { .. } = action {
+        if config.tokens.backend != StoreBackend::Postgres {
+            return Err("[tokens] backend is \"sled\": a sled store is brought up to date when the gateway opens it; nothing to migrate".into());
+        }
+        let settings = open::postgres_settings(&config, &env)?;
+        let (before, after) = tokengate::store::postgres_migrate(&settings).await?;
+        if before == after {
+            eprintln!("the database schema is at version {after}; nothing to do");
+        } else {
+            eprintln!("the database schema moved from version {before} to {after}");
+        }
+        return Ok(());
+    }
+    let backend = open::open_backend(&config, &env).await?;
+    let outcome: Result<(), tools::ToolError> = async {
+        match action {
+            StoreAction::Stats { .. } => {
+                let now = tokengate::clock::Clock::now_ms(&tokengate::clock::SystemClock);
+                let disk = (config.tokens.backend == StoreBackend::Sled)
+                    .then_some(config.tokens.store_path.as_path());
+                let s = tools::stats(&*backend, disk, now).await?;
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            }
+            StoreAction::Export { output, .. } => {
+                let n = match output {
+                    Some(path) => {
+                        let f = std::fs::File::create(&path)?;
+                        tools::export(&*backend, &mut std::io::BufWriter::new(f)).await?
+                    }
+                    None => tools::export(&*backend, &mut std::io::stdout().lock()).await?,
+                };
+                eprintln!("exported {n} tokens");
+            }
+            StoreAction::Import { input, .. } => {
+                let (added, present) = match input {
+                    Some(path) => {
+                        let f = std::fs::File::open(&path)?;
+                        tools::import(&*backend, &mut std::io::BufReader::new(f)).await?
+                    }
+                    None => tools::import(&*backend, &mut std::io::stdin().lock()).await?,
+                };
+                eprintln!("imported {added} tokens; {present} were already there");
+            }
+            StoreAction::Migrate { .. } => {}
+        }
+        Ok(())
+    }
+    .await;
+    let closed = backend.close().await;
+    outcome?;
+    closed?;
+    if config.tokens.backend == StoreBackend::Sled {
+        // Opening replays sled's log since its last snapshot and writes a
+        // new one: done here once, the gateway's next start after a bulk
+        // import is as quick as any other.
+        drop(backend);
+        let path = config.tokens.store_path.clone();
+        tokio::task::spawn_blocking(move || tokengate::store::SledEngine::reopen(&path).map(drop))
+            .await??;
+    }
+    Ok(())
+}
+
 fn check_config(path: &Path) -> ExitCode {
-    match Config::check_file(path, &|var| std::env::var(var).ok()) {
+    let env = |var: &str| std::env::var(var).ok();
+    match Config::check_file(path, &env) {
         Ok(checked) => {
+            if let Err(problem) = tokengate::store::open::check(&checked.config, &env) {
+                eprintln!("{}: {problem}", path.display());
+                return ExitCode::from(2);
+            }
             for warning in checked.warning_lines() {
                 eprintln!("{warning}");
             }

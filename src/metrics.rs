@@ -2,8 +2,8 @@
 //! routes, status codes, decision names, error kinds — never user names,
 //! paths or token ids.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +27,68 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: &'static str,
+}
+
+/// What the token store counts: failed calls by operation, cache entries
+/// invalidated by cause, and how long another gateway's change took to
+/// arrive here.
+pub struct StoreMetrics {
+    pub errors: Family<OpLabels, Counter>,
+    pub invalidations: Family<CauseLabels, Counter>,
+    pub notify_lag: Histogram,
+}
+
+impl StoreMetrics {
+    fn register(registry: &mut Registry) -> StoreMetrics {
+        let errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "tokengate_store_errors",
+            "Token store calls that failed, by operation",
+            errors.clone(),
+        );
+        let invalidations = Family::<CauseLabels, Counter>::default();
+        for cause in ["notify", "reconnect", "stale"] {
+            let _ = invalidations.get_or_create(&CauseLabels { cause });
+        }
+        registry.register(
+            "tokengate_cache_invalidations",
+            "Cached tokens dropped: changed on another gateway (notify), notifications lost (reconnect), too old while they were lost (stale)",
+            invalidations.clone(),
+        );
+        let notify_lag = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        registry.register(
+            "tokengate_notify_lag_seconds",
+            "From a change's commit on one gateway to its eviction on this one",
+            notify_lag.clone(),
+        );
+        StoreMetrics {
+            errors,
+            invalidations,
+            notify_lag,
+        }
+    }
+
+    pub fn error(&self, op: &'static str) {
+        self.errors.get_or_create(&OpLabels { op }).inc();
+    }
+
+    pub fn invalidation(&self, cause: &'static str, n: u64) {
+        self.invalidations
+            .get_or_create(&CauseLabels { cause })
+            .inc_by(n);
+    }
 }
 
 /// The values of `tokengate_auth_decisions_total{result}`.
@@ -117,6 +179,7 @@ pub struct Metrics {
     pub ready: Gauge,
     pub last_access_pending: Gauge,
     pub last_access_flush_age: Gauge<f64, AtomicU64>,
+    pub store: Arc<StoreMetrics>,
 }
 
 /// One request in flight: counted in `tokengate_in_flight_requests` until
@@ -203,6 +266,7 @@ impl Metrics {
             "Seconds since lastAccessed was last written to the store",
             last_access_flush_age.clone(),
         );
+        let store = Arc::new(StoreMetrics::register(&mut registry));
         let decision_counters = Decision::ALL
             .iter()
             .map(|d| {
@@ -228,6 +292,7 @@ impl Metrics {
             ready,
             last_access_pending,
             last_access_flush_age,
+            store,
         }
     }
 

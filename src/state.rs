@@ -109,7 +109,10 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
             o.upstream != n.upstream,
             "[upstream] url, product, connect_timeout_ms, response_timeout_ms, preserve_host, ca_file",
         ),
-        (o.tokens != n.tokens, "[tokens] store_path, prefix"),
+        (
+            o.tokens != n.tokens,
+            "[tokens] backend, store_path, prefix, postgres_url_env, postgres_ca_file, postgres_pool_size, cache_max_stale_ms",
+        ),
         (o.auth != n.auth, "[auth]"),
         (o.log != n.log, "[log] format"),
     ]
@@ -201,6 +204,8 @@ mod tests {
                     "bearer",
                     "text",
                     "json",
+                    "sled",
+                    "postgres",
                 ];
                 tries.extend(words.iter().filter(|w| *w != s).map(|w| w.to_string()));
                 tries.into_iter().map(Value::String).collect()

@@ -64,6 +64,21 @@ fn allowed(label: &str, value: &str) -> bool {
         ]
         .contains(&value),
         "kind" => ["connect", "broken", "timeout", "credentials_rejected"].contains(&value),
+        "cause" => ["notify", "reconnect", "stale"].contains(&value),
+        "op" => [
+            "lookup",
+            "get",
+            "list",
+            "filter",
+            "count",
+            "insert",
+            "update",
+            "delete",
+            "delete_user",
+            "record_access",
+            "settle",
+        ]
+        .contains(&value),
         "le" => true,
         _ => false,
     }

@@ -266,14 +266,14 @@ fn a_listener_in_use_is_named_once_with_its_key() {
 
 #[test]
 fn store_commands_explain_their_config_option() {
-    for command in ["stats", "export", "import"] {
+    for command in ["stats", "export", "import", "migrate"] {
         let out = Command::new(BIN)
             .args(["store", command, "--help"])
             .output()
             .unwrap();
         let help = String::from_utf8_lossy(&out.stdout);
         assert!(
-            help.contains("Configuration file; its [tokens] store_path is the store"),
+            help.contains("Configuration file; its [tokens] table names the store"),
             "{command}: {help}"
         );
     }

@@ -54,7 +54,12 @@ pub(super) async fn authenticate(
     ctx: &RequestCtx,
     live: &Live,
 ) -> Result<ApiCaller, Denied> {
-    match gw.auth.identify(headers, ctx).map_err(Denied::Policy)? {
+    match gw
+        .auth
+        .identify(headers, ctx)
+        .await
+        .map_err(Denied::Policy)?
+    {
         Caller::Anonymous => Err(Denied::Policy(Refusal::CredentialsRequired)),
         Caller::OtherScheme => {
             audit::auth_failed(ctx, None, None, "unsupported_scheme_on_api");
@@ -83,18 +88,16 @@ pub(super) async fn authenticate(
                 .ok_or(Denied::Policy(Refusal::Unauthorized))?;
             match live.identity.by_password(&header, &live.config.auth).await {
                 Ok(identity) => {
-                    gw.auth.password_confirmed(&user, ctx);
+                    gw.auth.password_confirmed(&user, ctx).await;
                     Ok(ApiCaller {
                         identity: (*identity).clone(),
                         password_auth: Some(header),
                         via: Caller::Password { user },
                     })
                 }
-                Err(IdentityError::BadCredentials) => Err(Denied::Policy(gw.auth.password_failed(
-                    &user,
-                    ctx,
-                    "wrong_password",
-                ))),
+                Err(IdentityError::BadCredentials) => Err(Denied::Policy(
+                    gw.auth.password_failed(&user, ctx, "wrong_password").await,
+                )),
                 Err(e) => Err(Denied::Identity(identity_failed(e, ctx))),
             }
         }

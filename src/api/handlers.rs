@@ -67,12 +67,13 @@ pub(super) fn no_such_token() -> ErrorReply {
     ErrorReply::client(StatusCode::NOT_FOUND, "No such token")
 }
 
-pub(super) fn list_tokens(
+pub(super) async fn list_tokens(
     gw: &Gateway,
     caller: &ApiCaller,
 ) -> Result<Response<RespBody>, ErrorReply> {
     let tokens = store(gw)?
         .list_user(&caller.identity.key)
+        .await
         .map_err(store_failed)?;
     let listed: Vec<Listed> = tokens.into_iter().map(Listed::from).collect();
     Ok(json_response(StatusCode::OK, &listed))
@@ -200,7 +201,7 @@ pub(super) async fn update_token(
     let id = parse_id(gw, raw_id)?;
     let obj = body::json_object(req, gw.max_api_body).await?;
     let description = parse_update(&obj)?;
-    let owned = store(gw)?.get(id).map_err(store_failed)?;
+    let owned = store(gw)?.get(id).await.map_err(store_failed)?;
     match owned {
         Some(r) if r.user_key == caller.identity.key => {}
         _ => return Err(no_such_token()),
@@ -222,15 +223,13 @@ pub(super) async fn delete_token(
 ) -> Result<Response<RespBody>, ErrorReply> {
     let id = parse_id(gw, raw_id)?;
     let store = store(gw)?;
-    let existing = store.get(id).map_err(store_failed)?;
+    let existing = store.get(id).await.map_err(store_failed)?;
     match existing {
         Some(r) if r.user_key == caller.identity.key || caller.identity.is_admin => {}
         _ => {
             // After a failed write, a token may be gone from memory but not yet
             // from disk: a retried delete is answered only once that is settled.
-            if store.write_problem().is_some() {
-                store.sync().await.map_err(store_failed)?;
-            }
+            store.settle().await.map_err(store_failed)?;
             return Err(no_such_token());
         }
     }
@@ -353,9 +352,10 @@ pub(super) async fn clear_failed_logins(
             None
         }
     };
-    let mut cleared = gw.auth.clear_lockout(user_key);
+    let refused = |r: Refusal| r.reply();
+    let mut cleared = gw.auth.clear_lockout(user_key).await.map_err(refused)?;
     if let Some(name) = &name {
-        cleared |= gw.auth.clear_lockout(name);
+        cleared |= gw.auth.clear_lockout(name).await.map_err(refused)?;
     }
     audit::lockout_cleared(
         ctx,

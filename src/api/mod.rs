@@ -83,7 +83,7 @@ async fn serve(
         gw.metrics.decision(Decision::Ok);
     }
     match (route, req.method().clone()) {
-        (Route::Tokens, Method::GET) => list_tokens(gw, &caller),
+        (Route::Tokens, Method::GET) => list_tokens(gw, &caller).await,
         (Route::Tokens, _) => create_token(gw, req, &caller, ctx, live).await,
         (Route::Token(id), Method::PATCH) => update_token(gw, req, &caller, &id, ctx).await,
         (Route::Token(id), _) => delete_token(gw, &caller, &id, ctx).await,

@@ -21,33 +21,9 @@ pub const MAX_USERS: usize = 100_000;
 
 /// Failure counters without a new failure for this long are forgotten (or
 /// `lockout_seconds`, when that is longer).
-const MIN_COUNTER_TTL_MS: u64 = 15 * 60 * 1000;
+pub(crate) const MIN_COUNTER_TTL_MS: u64 = 15 * 60 * 1000;
 
-/// A user is locked out until `until` (epoch ms), or until an admin clears it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Locked {
-    pub until: Option<u64>,
-}
-
-impl Locked {
-    /// Seconds for `Retry-After`, when the lock ends by itself.
-    pub fn retry_after_secs(&self, now_ms: u64) -> Option<u64> {
-        self.until
-            .map(|u| u.saturating_sub(now_ms).div_ceil(1000).max(1))
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureOutcome {
-    /// Not counted (lockout is off).
-    Ignored,
-    /// Counted; this many consecutive failures so far.
-    Counted(u32),
-    /// This failure reached the limit; the user is now locked.
-    LockedNow(Locked),
-    /// The user was locked already.
-    StillLocked(Locked),
-}
+pub use crate::store::{FailureOutcome, Locked};
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -78,7 +54,7 @@ pub struct Lockout {
     cap: usize,
 }
 
-fn key(user: &str, ip: IpAddr) -> Key {
+pub(crate) fn key(user: &str, ip: IpAddr) -> Key {
     (user.to_lowercase(), crate::net::throttle_key(ip))
 }
 

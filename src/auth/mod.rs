@@ -18,8 +18,8 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderValue};
 
 use crate::metrics::Decision;
-use crate::store::{AuthEntry, Store, StoreError};
-use crate::token::{TokenFormat, TokenHash};
+use crate::store::{AuthEntry, StoreError};
+use crate::token::TokenFormat;
 
 /// Base64 as browsers and curl send it; padding optional.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -168,23 +168,16 @@ impl TokenRefusal {
     }
 }
 
-/// The token check: checksum first (no store access for a
-/// malformed token), then one lookup by SHA-256, expiry, and for Basic the
-/// owner's username (case-insensitive).
-pub fn verify_token(
-    store: &Store,
-    format: &TokenFormat,
+/// The token check once the store was asked: known, not expired, and for
+/// Basic the owner's username (case-insensitive). The checksum was checked
+/// before the store was asked, so a malformed token never reaches it.
+pub fn verify_entry(
+    found: Option<Arc<AuthEntry>>,
     user: Option<&str>,
-    token: &PresentedToken<'_>,
     now_ms: u64,
 ) -> Result<Arc<AuthEntry>, TokenRefusal> {
-    if format.check(token.expose()).is_err() {
-        return Err(TokenRefusal::Malformed);
-    }
-    let entry = match store.lookup(&TokenHash::of(token.expose())) {
-        Ok(Some(entry)) => entry,
-        Ok(None) => return Err(TokenRefusal::Unknown),
-        Err(e) => return Err(TokenRefusal::Store(e)),
+    let Some(entry) = found else {
+        return Err(TokenRefusal::Unknown);
     };
     if entry.is_expired(now_ms) {
         return Err(TokenRefusal::Expired(entry));

@@ -23,22 +23,24 @@
 //!   and on the management API alike ([`Authenticator::permit`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Method, StatusCode};
 
-use super::lockout::{FailureOutcome, Locked, Lockout};
+use super::lockout::{FailureOutcome, Locked, Lockout, MIN_COUNTER_TTL_MS};
 use super::throttle::IpThrottle;
-use super::{Credential, PresentedToken, TokenRefusal, verify_token};
+use super::{Credential, PresentedToken, TokenRefusal, verify_entry};
 use crate::audit;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::ErrorReply;
 use crate::metrics::{Decision, Metrics};
 use crate::request::RequestCtx;
-use crate::store::{AuthEntry, Scope, StoreCell};
+use crate::store::{AuthEntry, Scope, SharedFailures, StoreCell};
 use crate::token::TokenFormat;
+use crate::token::TokenHash;
 
 static X_SERAPH_LOGIN_REASON: HeaderName = HeaderName::from_static("x-seraph-loginreason");
 pub static X_AUTH_DENIED_REASON: HeaderName =
@@ -151,6 +153,9 @@ pub fn store_unavailable() -> ErrorReply {
     .with_header(RETRY_AFTER, HeaderValue::from_static("5"))
 }
 
+/// How long the shared failure count rests after it failed.
+const SHARED_REST_MS: u64 = 5_000;
+
 /// The settings a reload may change.
 struct Rules {
     max_failed_attempts: u32,
@@ -165,6 +170,10 @@ struct Rules {
 pub struct Authenticator {
     format: TokenFormat,
     lockout: Lockout,
+    /// Until when (epoch ms) the shared failure count is not asked, after
+    /// it failed: a password request does not wait for a database that just
+    /// did not answer.
+    shared_resting_until: AtomicU64,
     rules: ArcSwap<Rules>,
     store: Arc<StoreCell>,
     clock: SharedClock,
@@ -185,6 +194,7 @@ impl Authenticator {
         Authenticator {
             format: TokenFormat::new(&config.tokens.prefix),
             lockout: Lockout::new(clock.clone()),
+            shared_resting_until: AtomicU64::new(0),
             rules: ArcSwap::from_pointee(Rules::of(config, throttle)),
             store,
             clock,
@@ -228,8 +238,8 @@ impl Authenticator {
     /// audited and in the metrics (what is let through is counted by the
     /// caller, once it knows the request goes on). A valid token's
     /// `lastAccessed` moves to now.
-    pub fn identify(&self, headers: &HeaderMap, at: &RequestCtx) -> Result<Caller, Refusal> {
-        let rules = self.rules.load();
+    pub async fn identify(&self, headers: &HeaderMap, at: &RequestCtx) -> Result<Caller, Refusal> {
+        let rules = self.rules.load_full();
         match super::credential(headers, &self.format) {
             Credential::None => Ok(Caller::Anonymous),
             Credential::OtherScheme if rules.reject_unknown_schemes => {
@@ -240,16 +250,20 @@ impl Authenticator {
             Credential::OtherScheme => Ok(Caller::OtherScheme),
             Credential::Unreadable => {
                 self.metrics.decision(Decision::Invalid);
-                Err(self.failed(&rules, at, None, None, "unreadable_authorization"))
+                Err(self
+                    .failed(&rules, at, None, None, "unreadable_authorization")
+                    .await)
             }
             Credential::Password { user } => {
-                if let Some(lock) = self.lockout.locked(&user, at.client_ip) {
+                if let Some(lock) = self.locked(&user, at).await {
                     return Err(self.refuse_locked(at, &user, None, lock));
                 }
                 Ok(Caller::Password { user })
             }
             Credential::Token { user, token } => {
-                let entry = self.check_token(&rules, user.as_deref(), &token, at)?;
+                let entry = self
+                    .check_token(&rules, user.as_deref(), &token, at)
+                    .await?;
                 self.store
                     .with(|store| store.touch(entry.id, self.clock.now_ms()));
                 Ok(Caller::Token(entry))
@@ -288,30 +302,112 @@ impl Authenticator {
     }
 
     /// The upstream (or the identity check) refused `user`'s password.
-    pub fn password_failed(&self, user: &str, at: &RequestCtx, reason: &'static str) -> Refusal {
-        self.failed(&self.rules.load(), at, Some(user), None, reason)
+    pub async fn password_failed(
+        &self,
+        user: &str,
+        at: &RequestCtx,
+        reason: &'static str,
+    ) -> Refusal {
+        self.failed(&self.rules.load_full(), at, Some(user), None, reason)
+            .await
     }
 
     /// `user`'s password login worked: their count from this address starts afresh.
-    pub fn password_confirmed(&self, user: &str, at: &RequestCtx) {
-        self.lockout.success(user, at.client_ip);
+    pub async fn password_confirmed(&self, user: &str, at: &RequestCtx) {
+        self.success(user, at).await;
     }
 
     /// Clears a user's counters and locks from every address (the admin
-    /// endpoint). True when there was one.
-    pub fn clear_lockout(&self, user: &str) -> bool {
-        self.lockout.clear(user)
+    /// endpoint), on every gateway when they share a database. True when
+    /// there was one.
+    pub async fn clear_lockout(&self, user: &str) -> Result<bool, Refusal> {
+        let mut cleared = self.lockout.clear(user);
+        // Asked even while resting: an admin is told when it did not work.
+        let shared = self.store.with(|s| s.backend().shared_failures()).flatten();
+        if let Some(shared) = shared {
+            match shared.clear(&user.to_lowercase()).await {
+                Ok(c) => cleared |= c,
+                Err(e) => {
+                    tracing::error!(error = %e, "clearing a lockout in the database failed");
+                    return Err(Refusal::StoreUnavailable);
+                }
+            }
+        }
+        Ok(cleared)
     }
 
     /// Forgets expired locks, stale counters and refilled quotas.
-    pub fn sweep(&self, lockout_seconds: u64) {
+    pub async fn sweep(&self, lockout_seconds: u64) {
         self.lockout.sweep(lockout_seconds);
         self.rules.load().throttle.sweep();
+        if let Some(shared) = self.shared() {
+            let ttl = MIN_COUNTER_TTL_MS.max(lockout_seconds.saturating_mul(1000));
+            if let Err(e) = shared.sweep(self.clock.now_ms(), ttl).await {
+                tracing::warn!(error = %e, "sweeping failed logins in the database failed");
+            }
+        }
+    }
+
+    /// Failed logins counted in the store's database, shared by every
+    /// gateway on it; `None`: counted in this process only.
+    fn shared(&self) -> Option<Arc<dyn SharedFailures>> {
+        if self.clock.now_ms() < self.shared_resting_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.store.with(|s| s.backend().shared_failures()).flatten()
+    }
+
+    /// The shared count failed: this gateway counts alone for a while.
+    fn shared_failed(&self, e: &crate::store::StoreError, at: &RequestCtx) {
+        self.shared_resting_until.store(
+            self.clock.now_ms().saturating_add(SHARED_REST_MS),
+            Ordering::Relaxed,
+        );
+        tracing::warn!(error = %e, request_id = at.request_id(), "the failed-login count in the database is unavailable; this gateway counts alone for the next 5 s");
+    }
+
+    /// Is `user` locked out from the client's address? Asks the shared count
+    /// when there is one; while the database does not answer, this
+    /// process's own count decides.
+    async fn locked(&self, user: &str, at: &RequestCtx) -> Option<Locked> {
+        if let Some(shared) = self.shared() {
+            let (name, addr) = super::lockout::key(user, at.client_ip);
+            match shared.locked(&name, addr, self.clock.now_ms()).await {
+                Ok(lock) => return lock.or_else(|| self.lockout.locked(user, at.client_ip)),
+                Err(e) => self.shared_failed(&e, at),
+            }
+        }
+        self.lockout.locked(user, at.client_ip)
+    }
+
+    async fn success(&self, user: &str, at: &RequestCtx) {
+        self.lockout.success(user, at.client_ip);
+        if let Some(shared) = self.shared() {
+            let (name, addr) = super::lockout::key(user, at.client_ip);
+            if let Err(e) = shared.success(&name, addr, self.clock.now_ms()).await {
+                self.shared_failed(&e, at);
+            }
+        }
+    }
+
+    async fn count_failure(&self, rules: &Rules, user: &str, at: &RequestCtx) -> FailureOutcome {
+        let (max, secs) = (rules.max_failed_attempts, rules.lockout_seconds);
+        if let Some(shared) = self.shared() {
+            let (name, addr) = super::lockout::key(user, at.client_ip);
+            match shared
+                .failure(&name, addr, max, secs, self.clock.now_ms())
+                .await
+            {
+                Ok(outcome) => return outcome,
+                Err(e) => self.shared_failed(&e, at),
+            }
+        }
+        self.lockout.failure(user, at.client_ip, max, secs)
     }
 
     /// The token check: one identical 401 for every bad token; a bad token
     /// given with a username meets that user's lock from this address.
-    fn check_token(
+    async fn check_token(
         &self,
         rules: &Rules,
         user: Option<&str>,
@@ -319,17 +415,30 @@ impl Authenticator {
         at: &RequestCtx,
     ) -> Result<Arc<AuthEntry>, Refusal> {
         let now = self.clock.now_ms();
-        let verified = match self
-            .store
-            .with(|store| verify_token(store, &self.format, user, token, now))
-        {
-            Some(verified) => verified,
+        let verified = if self.format.check(token.expose()).is_err() {
             // A malformed token is refused without the store, open or not.
-            None if self.format.check(token.expose()).is_err() => Err(TokenRefusal::Malformed),
-            None => Err(TokenRefusal::Store(self.store.not_open())),
+            Err(TokenRefusal::Malformed)
+        } else {
+            let hash = TokenHash::of(token.expose());
+            // A token in use is in memory: no wait, no reference count.
+            match self.store.with(|store| store.cached(&hash)) {
+                Some(Some(entry)) => verify_entry(Some(entry), user, now),
+                Some(None) => match self.store.get() {
+                    Ok(store) => match store.lookup(&hash).await {
+                        Ok(found) => verify_entry(found, user, now),
+                        Err(e) => Err(TokenRefusal::Store(e)),
+                    },
+                    Err(e) => Err(TokenRefusal::Store(e)),
+                },
+                None => Err(TokenRefusal::Store(self.store.not_open())),
+            }
         };
         match verified {
             Ok(entry) => {
+                // This process's count only: a database write on every
+                // token request would cost the hot path its speed, and a
+                // token is not a password login; the shared count resets on
+                // a confirmed password login or runs out.
                 self.lockout.success(&entry.user_name, at.client_ip);
                 Ok(entry)
             }
@@ -346,12 +455,12 @@ impl Authenticator {
             Err(refusal) => {
                 let entry = refusal.entry();
                 if let Some(user) = user
-                    && let Some(lock) = self.lockout.locked(user, at.client_ip)
+                    && let Some(lock) = self.locked(user, at).await
                 {
                     return Err(self.refuse_locked(at, user, entry, lock));
                 }
                 self.metrics.decision(refusal.decision());
-                Err(self.failed(rules, at, user, entry, refusal.reason()))
+                Err(self.failed(rules, at, user, entry, refusal.reason()).await)
             }
         }
     }
@@ -373,7 +482,7 @@ impl Authenticator {
     /// Counts a failed attempt for `user` (the name the client gave, if
     /// any) from the client's address, and for the address's quota, with its
     /// audit event: 401, or 429 when this failure used up the quota.
-    fn failed(
+    async fn failed(
         &self,
         rules: &Rules,
         at: &RequestCtx,
@@ -383,12 +492,7 @@ impl Authenticator {
     ) -> Refusal {
         audit::auth_failed(at, user, token, reason);
         if let Some(user) = user {
-            let outcome = self.lockout.failure(
-                user,
-                at.client_ip,
-                rules.max_failed_attempts,
-                rules.lockout_seconds,
-            );
+            let outcome = self.count_failure(rules, user, at).await;
             if let FailureOutcome::LockedNow(lock) = outcome {
                 self.metrics.lockouts.inc();
                 audit::locked_out(at, user, lock.until);

@@ -12,8 +12,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::schema::{
-    AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, ServerConfig, TokensConfig,
-    UpstreamConfig, default_admin_groups,
+    AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, ServerConfig, StoreBackend,
+    TokensConfig, UpstreamConfig, default_admin_groups,
 };
 use super::{ConfigError, Problem, Warning};
 use crate::secret::Secret;
@@ -49,6 +49,7 @@ pub struct Secrets {
     pub identity_secret: Option<Secret>,
     pub service_password: Option<Secret>,
     pub service_token: Option<Secret>,
+    pub postgres_url: Option<Secret>,
 }
 
 impl Config {
@@ -144,6 +145,13 @@ impl Config {
         if c.mode == CredentialMode::Bearer && !c.token_env.is_empty() {
             v.push((("upstream.credentials", "token_env"), c.token_env.as_str()));
         }
+        if self.tokens.backend == StoreBackend::Postgres && !self.tokens.postgres_url_env.is_empty()
+        {
+            v.push((
+                ("tokens", "postgres_url_env"),
+                self.tokens.postgres_url_env.as_str(),
+            ));
+        }
         v
     }
 
@@ -176,6 +184,7 @@ impl Config {
             identity_secret: found.remove("secret_env"),
             service_password: found.remove("password_env"),
             service_token: found.remove("token_env"),
+            postgres_url: found.remove("postgres_url_env"),
         })
     }
 

@@ -150,6 +150,7 @@ impl Default for CredentialsConfig {
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
+    pub backend: StoreBackend,
     pub store_path: PathBuf,
     pub prefix: String,
     pub default_validity_months: u32,
@@ -158,11 +159,30 @@ pub struct TokensConfig {
     pub force_read_only: bool,
     pub allow_password_basic_auth: bool,
     pub last_access_flush_ms: u64,
+    pub postgres_url_env: String,
+    pub postgres_ca_file: PathBuf,
+    pub postgres_pool_size: u32,
+    pub cache_max_stale_ms: u64,
+}
+
+/// Where tokens are kept: an embedded sled store (one gateway), or a
+/// PostgreSQL database shared by several gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sled,
+    Postgres,
 }
 
 impl Default for TokensConfig {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Sled,
+            postgres_url_env: String::new(),
+            postgres_ca_file: PathBuf::new(),
+            postgres_pool_size: 16,
+            cache_max_stale_ms: 30_000,
             store_path: PathBuf::from("data/tokens.sled"),
             prefix: "tg".into(),
             default_validity_months: 6,

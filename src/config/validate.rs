@@ -9,7 +9,7 @@ use http::Uri;
 use http::header::HeaderName;
 
 use super::Problem;
-use super::schema::{Config, CredentialMode, port_problem};
+use super::schema::{Config, CredentialMode, StoreBackend, port_problem};
 use crate::header_names::{is_reserved, normalize_header_name};
 
 impl Config {
@@ -243,6 +243,23 @@ fn tokens(c: &Config, t: &mut Table<'_>) {
     t.at_most("max_validity_months", k.max_validity_months, 1200);
     t.at_most("default_validity_months", k.default_validity_months, 1200);
     t.at_least("last_access_flush_ms", k.last_access_flush_ms, 100);
+    if k.backend == StoreBackend::Postgres {
+        if k.postgres_url_env.is_empty() {
+            t.bad(
+                "postgres_url_env",
+                "must name the environment variable that holds the database URL (postgres://user:password@host:5432/db) when backend = \"postgres\"",
+            );
+        }
+        if !k.postgres_ca_file.as_os_str().is_empty() && !k.postgres_ca_file.is_file() {
+            t.bad(
+                "postgres_ca_file",
+                format!("{} is not a readable file", k.postgres_ca_file.display()),
+            );
+        }
+        if k.postgres_pool_size == 0 || k.postgres_pool_size > 1000 {
+            t.bad("postgres_pool_size", "must be between 1 and 1000");
+        }
+    }
 }
 
 fn log(c: &Config, t: &mut Table<'_>) {

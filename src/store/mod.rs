@@ -1,25 +1,32 @@
 //! Token records and where they live.
 //!
-//! [`Backend`] is the small storage trait (sled today, a clustered engine
-//! later); [`Store`] wraps a backend with what every engine needs the same
-//! way: group commit (writes are acknowledged only after a flush that several
-//! writers may share) and `lastAccessed` kept in memory and written in batches.
+//! [`Backend`] is the storage engine seam: sled (embedded, one gateway) or
+//! PostgreSQL (several gateways on one database). [`Store`] wraps a backend
+//! with what every engine needs the same way: the tokens in use cached in
+//! memory ([`HotCache`]), so the token hot path does not wait for the
+//! engine, and `lastAccessed` kept in memory and written in batches.
 
+mod backend;
+mod cache;
+pub mod open;
+mod postgres;
 mod sled_store;
 pub mod tools;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
+use crate::clock::{SharedClock, SystemClock};
+use crate::metrics::StoreMetrics;
 use crate::token::TokenHash;
 
-pub use sled_store::SledBackend;
+pub use backend::{Backend, FailureOutcome, Health, Locked, SharedFailures};
+pub use cache::{Cause, Change, HotCache};
+pub use postgres::{PostgresBackend, PostgresSettings, migrate as postgres_migrate};
+pub use sled_store::{SledBackend, SledEngine};
 
 /// `tokenScope`: 1 = READ_ONLY, 2 = READ_WRITE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +180,10 @@ pub enum StoreError {
         "the token store at {0} is in use by another process (a running gateway?); stop it first"
     )]
     InUse(String),
+    /// The store was written by a newer tokengate (or is not a token store
+    /// at all): starting would risk it, so the gateway does not start.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -183,59 +194,14 @@ pub enum InsertError {
     Store(#[from] StoreError),
 }
 
-/// The storage engine. Calls are synchronous and must be quick, except
-/// `flush` (durability) and `filter` (may scan), which callers keep off the
-/// async threads.
-pub trait Backend: Send + Sync + 'static {
-    fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError>;
-    fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError>;
-    /// One user's tokens by id ascending, through the owner index.
-    fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError>;
-    fn filter(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page, StoreError>;
-    /// Inserts with the next id; refuses when the owner already has
-    /// `per_user_limit` tokens (0 = no limit), checked atomically.
-    fn insert(&self, token: NewToken, per_user_limit: u32) -> Result<TokenRecord, InsertError>;
-    /// Inserts records as they are (import), in one transaction; records
-    /// whose id or hash exists already are skipped. Returns how many were new.
-    fn restore(&self, records: &[TokenRecord]) -> Result<u64, StoreError>;
-    fn update_description(
-        &self,
-        id: u64,
-        description: &str,
-    ) -> Result<Option<TokenRecord>, StoreError>;
-    fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError>;
-    fn delete_user(&self, user_key: &str) -> Result<u64, StoreError>;
-    /// Raises `lastAccessed` of existing records; deleted ids are skipped.
-    fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError>;
-    fn count(&self) -> Result<u64, StoreError>;
-    /// The id the next token will get.
-    fn next_id(&self) -> Result<u64, StoreError>;
-    /// Makes sure no id below `next` is handed out again (import of a backup).
-    fn raise_next_id(&self, next: u64) -> Result<(), StoreError>;
-    /// Every record by id ascending, for export.
-    fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError>;
-    /// Makes every write so far durable.
-    fn flush(&self) -> Result<(), StoreError>;
-}
-
-/// How many token entries the hot-path cache holds: the tokens in active use.
-const HOT_ENTRIES: usize = 100_000;
-
 /// The store as the gateway uses it.
 pub struct Store {
     backend: Arc<dyn Backend>,
-    commit: GroupCommit,
+    cache: Arc<HotCache>,
     /// `lastAccessed` not yet written: id → epoch ms. Touched on every token
     /// request, so hashed with foldhash rather than SipHash.
     access: DashMap<u64, u64, foldhash::fast::RandomState>,
-    /// Entries of recently used tokens. sled caches whole leaf pages, so with
-    /// a million tokens the active ones, spread over every page, would evict
-    /// each other; this keeps a lookup of an active token in memory.
-    hot: quick_cache::sync::Cache<TokenHash, Arc<AuthEntry>>,
-    /// Bumped by every deletion; see [`Store::lookup`].
-    removals: AtomicU64,
-    /// Why the last write to disk failed; `None` once one succeeds again.
-    write_error: Mutex<Option<String>>,
+    metrics: OnceLock<Arc<StoreMetrics>>,
 }
 
 impl Store {
@@ -244,95 +210,67 @@ impl Store {
         Ok(Store::with_backend(Arc::new(SledBackend::open(path)?)))
     }
 
+    /// A store on `backend`, on the system clock; entries never go stale.
     pub fn with_backend(backend: Arc<dyn Backend>) -> Store {
+        Store::new(backend, Arc::new(SystemClock), u64::MAX)
+    }
+
+    /// A store on `backend`. While changes made elsewhere are not arriving,
+    /// cached tokens older than `max_stale_ms` are read again.
+    pub fn new(backend: Arc<dyn Backend>, clock: SharedClock, max_stale_ms: u64) -> Store {
+        let cache = Arc::new(HotCache::new(clock, max_stale_ms));
+        backend.watch(cache.clone());
         Store {
-            commit: GroupCommit::start(backend.clone()),
             backend,
+            cache,
             access: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-            hot: quick_cache::sync::Cache::new(HOT_ENTRIES),
-            removals: AtomicU64::new(0),
-            write_error: Mutex::new(None),
+            metrics: OnceLock::new(),
         }
     }
 
-    /// Remembers whether the last write to disk worked (for readiness, and
-    /// so that a retried delete is not answered before it is on disk).
-    fn note_write<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
-        match &outcome {
-            Ok(_) => {
-                if last.take().is_some() {
-                    tracing::info!("writing to the token store works again");
-                }
-            }
-            Err(e) => {
-                if last.is_none() {
-                    tracing::error!(error = %e, "writing to the token store failed; changes are refused with 503 until it works again");
-                }
-                *last = Some(e.to_string());
-            }
+    /// Counts store errors and cache invalidations in `metrics`.
+    pub fn attach_metrics(&self, metrics: Arc<StoreMetrics>) {
+        self.cache.attach_metrics(metrics.clone());
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Counts a failed call in `tokengate_store_errors_total{op}`.
+    fn counted<T, E>(&self, op: &'static str, outcome: Result<T, E>) -> Result<T, E> {
+        if outcome.is_err()
+            && let Some(m) = self.metrics.get()
+        {
+            m.error(op);
         }
         outcome
-    }
-
-    /// Why the last write to disk failed, while no write has worked since.
-    pub fn write_problem(&self) -> Option<String> {
-        self.write_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Waits until every change made so far is on disk.
-    pub async fn sync(&self) -> Result<(), StoreError> {
-        let outcome = self.commit.durable().await;
-        self.note_write(outcome)
-    }
-
-    /// Tries to write what is pending (readiness, after a failed write).
-    /// Blocking: call from a blocking context.
-    pub fn probe_write(&self) -> Result<(), StoreError> {
-        let outcome = self.backend.flush();
-        self.note_write(outcome)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
 
-    /// The token hot path: a lookup by hash, from memory for tokens in use;
-    /// no write.
-    ///
-    /// A deleted token must never come back from the cache. Deletion removes
-    /// the record, then bumps `removals`, then evicts the entry; a lookup that
-    /// read the store keeps its entry only if no deletion counted in between,
-    /// checked again after inserting, so any interleaving ends with the entry
-    /// gone.
-    pub fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<AuthEntry>>, StoreError> {
-        if let Some(entry) = self.hot.get(hash) {
-            return Ok(Some(entry));
-        }
-        let before = self.removals.load(Ordering::SeqCst);
-        let Some(entry) = self.backend.lookup(hash)?.map(Arc::new) else {
-            return Ok(None);
-        };
-        if self.removals.load(Ordering::SeqCst) == before {
-            self.hot.insert(*hash, entry.clone());
-            if self.removals.load(Ordering::SeqCst) != before {
-                self.hot.remove(hash);
-            }
-        }
-        Ok(Some(entry))
+    pub fn cache(&self) -> &Arc<HotCache> {
+        &self.cache
     }
 
-    fn forget(&self, hash: Option<&TokenHash>) {
-        self.removals.fetch_add(1, Ordering::SeqCst);
-        match hash {
-            Some(h) => {
-                self.hot.remove(h);
-            }
-            None => self.hot.clear(),
+    /// The token hot path when the token is in use: from memory, no wait.
+    pub fn cached(&self, hash: &TokenHash) -> Option<Arc<AuthEntry>> {
+        self.cache.get(hash)
+    }
+
+    /// A lookup by hash: from memory for tokens in use, else from the
+    /// backend (and then cached). No write.
+    pub async fn lookup(&self, hash: &TokenHash) -> Result<Option<Arc<AuthEntry>>, StoreError> {
+        if let Some(entry) = self.cache.get(hash) {
+            return Ok(Some(entry));
         }
+        let generation = self.cache.generation();
+        let found = self.counted("lookup", self.backend.lookup(hash).await)?;
+        let Some(entry) = found.map(Arc::new) else {
+            return Ok(None);
+        };
+        self.cache
+            .insert_unless_evicted(hash, entry.clone(), generation);
+        Ok(Some(entry))
     }
 
     /// Notes a successful use; written by [`Store::flush_access`].
@@ -350,26 +288,23 @@ impl Store {
         r
     }
 
-    pub fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(self.backend.get(id)?.map(|r| self.with_access(r)))
+    pub async fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+        let r = self.counted("get", self.backend.get(id).await)?;
+        Ok(r.map(|r| self.with_access(r)))
     }
 
-    pub fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        let list = self.backend.list_user(user_key)?;
+    pub async fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let list = self.counted("list", self.backend.list_user(user_key).await)?;
         Ok(list.into_iter().map(|r| self.with_access(r)).collect())
     }
 
-    /// May scan; runs on the blocking pool.
     pub async fn filter(
-        self: &Arc<Self>,
+        &self,
         filter: Filter,
         offset: u64,
         limit: u64,
     ) -> Result<Page, StoreError> {
-        let this = self.clone();
-        let page = tokio::task::spawn_blocking(move || this.backend.filter(&filter, offset, limit))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("filter task failed: {e}")))??;
+        let page = self.counted("filter", self.backend.filter(&filter, offset, limit).await)?;
         Ok(Page {
             items: page
                 .items
@@ -380,73 +315,71 @@ impl Store {
         })
     }
 
-    pub fn count(&self) -> Result<u64, StoreError> {
-        self.backend.count()
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.counted("count", self.backend.count().await)
     }
 
-    /// Creates a token; returns once it is on disk.
+    /// Creates a token; returns once it is durable.
     pub async fn create(
         &self,
         token: NewToken,
         per_user_limit: u32,
     ) -> Result<TokenRecord, InsertError> {
-        let record = self.backend.insert(token, per_user_limit)?;
-        if let Err(e) = self.sync().await {
-            // Not acknowledged, so not kept: nobody has the plain token, and a
-            // record that reappeared later would be a token nobody asked for.
-            if let Err(undo) = self.backend.delete(record.id) {
-                tracing::error!(error = %undo, token_id = record.id, "could not take back a token whose creation failed");
-            }
-            self.forget(Some(&record.hash));
-            return Err(InsertError::Store(e));
+        let hash = token.hash;
+        let outcome = self.backend.insert(token, per_user_limit).await;
+        if matches!(outcome, Err(InsertError::Store(_))) {
+            // Whatever the backend read of this hash before is not to be trusted.
+            self.cache.forget(&hash);
         }
-        Ok(record)
+        self.counted("insert", outcome)
     }
 
-    /// Changes a description; returns once it is on disk.
+    /// Changes a description; returns once it is durable.
     pub async fn update_description(
         &self,
         id: u64,
         description: &str,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let r = self.backend.update_description(id, description)?;
-        self.sync().await?;
+        let r = self.counted(
+            "update",
+            self.backend.update_description(id, description).await,
+        )?;
         Ok(r.map(|r| self.with_access(r)))
     }
 
-    /// Deletes a token; returns once the deletion is on disk.
+    /// Deletes a token; returns once the deletion is durable.
     pub async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        let r = self.backend.delete(id)?;
-        if let Some(r) = &r {
-            self.forget(Some(&r.hash));
+        let outcome = self.backend.delete(id).await;
+        match &outcome {
+            Ok(Some(r)) => self.cache.forget(&r.hash),
+            Ok(None) => {}
+            // Whether it is gone is unknown: nothing cached is trusted.
+            Err(_) => self.cache.forget_all(),
         }
         self.access.remove(&id);
-        // On failure the token stays deleted in memory (fail closed: it never
-        // authenticates again here), but the caller is not told it is gone.
-        self.sync().await?;
-        Ok(r)
+        self.counted("delete", outcome)
     }
 
-    /// Deletes all tokens of a user; returns once on disk.
+    /// Deletes all tokens of a user; returns once durable.
     pub async fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
-        let deleted = self.backend.delete_user(user_key);
+        let deleted = self.backend.delete_user(user_key).await;
         // Rare (an admin's call): start the cache afresh, also when the
         // backend failed part-way — what it did delete must stay deleted.
-        self.forget(None);
-        let n = deleted?;
-        self.sync().await?;
-        Ok(n)
+        self.cache.forget_all();
+        self.counted("delete_user", deleted)
     }
 
     /// Writes the `lastAccessed` values gathered since the last call. Returns
-    /// how many were written. Blocking: call from a blocking context.
-    pub fn flush_access(&self) -> Result<usize, StoreError> {
+    /// how many were written.
+    pub async fn flush_access(&self) -> Result<usize, StoreError> {
         let batch: Vec<(u64, u64)> = self.access.iter().map(|e| (*e.key(), *e.value())).collect();
         if batch.is_empty() {
             return Ok(0);
         }
-        self.backend.record_access(&batch)?;
-        self.note_write(self.backend.flush())?;
+        self.counted(
+            "record_access",
+            self.backend.record_access(batch.clone()).await,
+        )?;
         // Drop only what was written; a newer touch stays for the next round.
         for (id, t) in &batch {
             self.access.remove_if(id, |_, v| *v <= *t);
@@ -459,43 +392,48 @@ impl Store {
         self.access.len()
     }
 
-    /// Writes what is pending and stops the flusher thread.
-    pub fn close(&self) -> Result<(), StoreError> {
-        self.flush_access()?;
-        self.backend.flush()?;
-        self.commit.stop();
-        Ok(())
+    /// Waits until earlier writes are durable, where one may have been
+    /// applied while making it durable failed (a retried delete is answered
+    /// only once that is settled).
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.counted("settle", self.backend.settle().await)
     }
-}
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.commit.stop();
+    /// How the backend is doing (readiness).
+    pub async fn health(&self) -> Health {
+        self.backend.health().await
+    }
+
+    /// Writes what is pending and closes the backend.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let flushed = self.flush_access().await;
+        let closed = self.backend.close().await;
+        flushed.and(closed)
     }
 }
 
 /// The gateway's store, which may not be open (yet): a store that cannot be
-/// opened at start (locked by another process, permissions, corruption) is
-/// retried in the background while token requests and the management API
-/// fail closed with 503.
+/// opened at start (locked by another process, permissions, corruption, a
+/// database that does not answer) is retried in the background while token
+/// requests and the management API fail closed with 503.
 pub struct StoreCell {
     current: arc_swap::ArcSwapOption<Store>,
     /// Why it is not open, while it is not.
-    problem: Mutex<String>,
+    problem: std::sync::Mutex<String>,
 }
 
 impl StoreCell {
     pub fn open(store: Arc<Store>) -> StoreCell {
         StoreCell {
             current: arc_swap::ArcSwapOption::from(Some(store)),
-            problem: Mutex::new(String::new()),
+            problem: std::sync::Mutex::new(String::new()),
         }
     }
 
     pub fn closed(problem: &StoreError) -> StoreCell {
         StoreCell {
             current: arc_swap::ArcSwapOption::empty(),
-            problem: Mutex::new(problem.to_string()),
+            problem: std::sync::Mutex::new(problem.to_string()),
         }
     }
 
@@ -537,104 +475,10 @@ impl StoreCell {
     }
 }
 
-/// Group commit: a writer applies its change, takes a sequence number and
-/// waits until a flush that started after its write has finished. One
-/// flusher thread runs flushes back to back, so concurrent writers share them.
-struct GroupCommit {
-    shared: Arc<CommitShared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-struct CommitShared {
-    written: AtomicU64,
-    wanted: Mutex<bool>,
-    wake: Condvar,
-    stopping: AtomicBool,
-    flushed: watch::Sender<Flushed>,
-}
-
-#[derive(Debug, Clone)]
-struct Flushed {
-    /// Every write numbered up to `seq` was covered by the flush.
-    seq: u64,
-    error: Option<String>,
-}
-
-impl GroupCommit {
-    fn start(backend: Arc<dyn Backend>) -> GroupCommit {
-        let (flushed, _) = watch::channel(Flushed {
-            seq: 0,
-            error: None,
-        });
-        let shared = Arc::new(CommitShared {
-            written: AtomicU64::new(0),
-            wanted: Mutex::new(false),
-            wake: Condvar::new(),
-            stopping: AtomicBool::new(false),
-            flushed,
-        });
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("tokengate-flush".into())
-            .spawn(move || flusher(s, backend))
-            .ok();
-        GroupCommit {
-            shared,
-            thread: Mutex::new(thread),
-        }
-    }
-
-    async fn durable(&self) -> Result<(), StoreError> {
-        let seq = self.shared.written.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut rx = self.shared.flushed.subscribe();
-        {
-            let mut wanted = self.shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            *wanted = true;
-        }
-        self.shared.wake.notify_one();
-        let outcome = rx
-            .wait_for(|f| f.seq >= seq)
-            .await
-            .map_err(|_| StoreError::Unavailable("the flusher has stopped".into()))?
-            .clone();
-        match outcome.error {
-            None => Ok(()),
-            Some(e) => Err(StoreError::Unavailable(e)),
-        }
-    }
-
-    fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.wake.notify_one();
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
-    }
-}
-
-fn flusher(shared: Arc<CommitShared>, backend: Arc<dyn Backend>) {
-    loop {
-        {
-            let mut wanted = shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            while !*wanted && !shared.stopping.load(Ordering::SeqCst) {
-                wanted = shared.wake.wait(wanted).unwrap_or_else(|p| p.into_inner());
-            }
-            if !*wanted {
-                return;
-            }
-            *wanted = false;
-        }
-        // Everything numbered up to `target` was written before this load.
-        let target = shared.written.load(Ordering::SeqCst);
-        let error = backend.flush().err().map(|e| e.to_string());
-        shared.flushed.send_replace(Flushed { seq: target, error });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     fn new_token(user: &str, hash_seed: &str, valid_until: u64) -> NewToken {
         NewToken {
@@ -660,11 +504,11 @@ mod tests {
         let (_dir, store) = temp_store();
         let r = store.create(new_token("U1", "a", 100), 0).await.unwrap();
         assert_eq!(r.id, 1);
-        let e = store.lookup(&TokenHash::of("a")).unwrap().unwrap();
+        let e = store.lookup(&TokenHash::of("a")).await.unwrap().unwrap();
         assert_eq!(e.id, 1);
         assert_eq!(e.user_key, "U1");
         assert!(store.delete(1).await.unwrap().is_some());
-        assert!(store.lookup(&TokenHash::of("a")).unwrap().is_none());
+        assert!(store.lookup(&TokenHash::of("a")).await.unwrap().is_none());
         assert!(store.delete(1).await.unwrap().is_none());
         let r2 = store.create(new_token("U1", "b", 100), 0).await.unwrap();
         assert_eq!(r2.id, 2, "ids are never reused");
@@ -677,17 +521,17 @@ mod tests {
         store.create(new_token("U2", "b", 0), 0).await.unwrap();
         store.create(new_token("U2", "c", 0), 0).await.unwrap();
         for seed in ["a", "b", "c"] {
-            assert!(store.lookup(&TokenHash::of(seed)).unwrap().is_some());
+            assert!(store.lookup(&TokenHash::of(seed)).await.unwrap().is_some());
             assert!(
-                store.lookup(&TokenHash::of(seed)).unwrap().is_some(),
+                store.lookup(&TokenHash::of(seed)).await.unwrap().is_some(),
                 "from the cache"
             );
         }
         store.delete(1).await.unwrap();
-        assert!(store.lookup(&TokenHash::of("a")).unwrap().is_none());
+        assert!(store.lookup(&TokenHash::of("a")).await.unwrap().is_none());
         store.delete_user("U2").await.unwrap();
-        assert!(store.lookup(&TokenHash::of("b")).unwrap().is_none());
-        assert!(store.lookup(&TokenHash::of("c")).unwrap().is_none());
+        assert!(store.lookup(&TokenHash::of("b")).await.unwrap().is_none());
+        assert!(store.lookup(&TokenHash::of("c")).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,9 +544,10 @@ mod tests {
             let lookers: Vec<_> = (0..2)
                 .map(|_| {
                     let (store, stop, seed) = (store.clone(), stop.clone(), seed.clone());
-                    std::thread::spawn(move || {
+                    tokio::spawn(async move {
                         while !stop.load(Ordering::Relaxed) {
-                            let _ = store.lookup(&TokenHash::of(&seed));
+                            let _ = store.lookup(&TokenHash::of(&seed)).await;
+                            tokio::task::yield_now().await;
                         }
                     })
                 })
@@ -710,16 +555,16 @@ mod tests {
             store.delete(r.id).await.unwrap();
             for _ in 0..200 {
                 assert!(
-                    store.lookup(&TokenHash::of(&seed)).unwrap().is_none(),
+                    store.lookup(&TokenHash::of(&seed)).await.unwrap().is_none(),
                     "round {round}"
                 );
             }
             stop.store(true, Ordering::Relaxed);
             for l in lookers {
-                l.join().unwrap();
+                l.await.unwrap();
             }
             assert!(
-                store.lookup(&TokenHash::of(&seed)).unwrap().is_none(),
+                store.lookup(&TokenHash::of(&seed)).await.unwrap().is_none(),
                 "round {round}"
             );
         }
@@ -759,8 +604,14 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(store.count().unwrap(), 160);
-        let mut ids: Vec<u64> = store.list_user("U").unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(store.count().await.unwrap(), 160);
+        let mut ids: Vec<u64> = store
+            .list_user("U")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
         ids.dedup();
         assert_eq!(ids.len(), 160);
         assert_eq!(ids, (1..=160).collect::<Vec<_>>());
@@ -802,21 +653,24 @@ mod tests {
         store.touch(1, 500);
         store.touch(2, 600);
         assert_eq!(
-            store.get(1).unwrap().unwrap().last_accessed,
+            store.get(1).await.unwrap().unwrap().last_accessed,
             500,
             "shown before the flush"
         );
         assert_eq!(
-            store.backend().get(1).unwrap().unwrap().last_accessed,
+            store.backend().get(1).await.unwrap().unwrap().last_accessed,
             0,
             "not yet written"
         );
         store.delete(2).await.unwrap();
         store.touch(2, 700);
-        assert_eq!(store.flush_access().unwrap(), 2);
-        assert_eq!(store.backend().get(1).unwrap().unwrap().last_accessed, 500);
+        assert_eq!(store.flush_access().await.unwrap(), 2);
+        assert_eq!(
+            store.backend().get(1).await.unwrap().unwrap().last_accessed,
+            500
+        );
         assert!(
-            store.backend().get(2).unwrap().is_none(),
+            store.backend().get(2).await.unwrap().is_none(),
             "a deleted token is not brought back"
         );
         assert_eq!(store.pending_access(), 0);

@@ -1,6 +1,7 @@
-//! Offline store maintenance (`tokengate store stats|export|import`): run
-//! while the gateway is stopped; sled's lock refuses a store that a running
-//! gateway holds.
+//! Store maintenance (`tokengate store stats|export|import`), on either
+//! backend. On sled, run while the gateway is stopped (sled's lock refuses
+//! a store that a running gateway holds); PostgreSQL takes them while
+//! gateways run.
 //!
 //! Export is JSON lines: a header with the id counter, then one line per
 //! token of hashes and metadata — never a plain token, which the store does
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Scope, SledBackend, StoreError, TokenRecord};
+use super::{Backend, Scope, StoreError, TokenRecord};
 use crate::token::TokenHash;
 
 /// The highest id an import accepts: 2^53, exact in every JSON reader.
@@ -115,11 +116,38 @@ pub struct Stats {
     pub never_expire: u64,
     pub read_only: u64,
     pub highest_id: u64,
-    pub bytes_on_disk: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_on_disk: Option<u64>,
 }
 
-pub fn stats(path: &Path, now_ms: u64) -> Result<Stats, ToolError> {
-    let backend = SledBackend::open(path)?;
+/// Records per read of the backend while walking the whole store.
+const SCAN_BATCH: usize = 1_000;
+
+/// Every record by id ascending, `SCAN_BATCH` at a time.
+async fn scan(
+    backend: &dyn Backend,
+    mut visit: impl FnMut(TokenRecord) -> Result<(), ToolError>,
+) -> Result<(), ToolError> {
+    let mut after = 0;
+    loop {
+        let batch = backend.scan_from(after, SCAN_BATCH).await?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        after = last.id;
+        for r in batch {
+            visit(r)?;
+        }
+    }
+}
+
+/// Counts what is in the store; `disk` is a sled store's directory, whose
+/// size is reported too.
+pub async fn stats(
+    backend: &dyn Backend,
+    disk: Option<&Path>,
+    now_ms: u64,
+) -> Result<Stats, ToolError> {
     let mut s = Stats {
         tokens: 0,
         users: 0,
@@ -127,10 +155,10 @@ pub fn stats(path: &Path, now_ms: u64) -> Result<Stats, ToolError> {
         never_expire: 0,
         read_only: 0,
         highest_id: 0,
-        bytes_on_disk: dir_size(path),
+        bytes_on_disk: disk.map(dir_size),
     };
     let mut users = std::collections::HashSet::new();
-    backend.scan(&mut |r| {
+    scan(backend, |r| {
         s.tokens += 1;
         s.highest_id = s.highest_id.max(r.id);
         if r.valid_until == 0 {
@@ -142,18 +170,18 @@ pub fn stats(path: &Path, now_ms: u64) -> Result<Stats, ToolError> {
             s.read_only += 1;
         }
         users.insert(r.user_key);
-        true
-    })?;
+        Ok(())
+    })
+    .await?;
     s.users = users.len() as u64;
     Ok(s)
 }
 
 /// Writes every token as one JSON line; returns how many.
-pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ToolError> {
-    let backend = SledBackend::open(path)?;
+pub async fn export(backend: &dyn Backend, out: &mut dyn Write) -> Result<u64, ToolError> {
     let header = Header {
         tokengate_export: 1,
-        next_id: backend.next_id()?,
+        next_id: backend.next_id().await?,
     };
     writeln!(
         out,
@@ -161,23 +189,13 @@ pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ToolError> {
         serde_json::to_string(&header).map_err(std::io::Error::other)?
     )?;
     let mut n = 0;
-    let mut failed = None;
-    backend.scan(&mut |r| {
-        let line = serde_json::to_string(&Exported::from(&r)).map_err(std::io::Error::other);
-        match line.and_then(|l| writeln!(out, "{l}")) {
-            Ok(()) => {
-                n += 1;
-                true
-            }
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
+    scan(backend, |r| {
+        let line = serde_json::to_string(&Exported::from(&r)).map_err(std::io::Error::other)?;
+        writeln!(out, "{line}")?;
+        n += 1;
+        Ok(())
+    })
+    .await?;
     out.flush()?;
     Ok(n)
 }
@@ -185,7 +203,10 @@ pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ToolError> {
 /// Reads JSON lines and adds the tokens that are not there yet (by id and by
 /// hash). The whole input is checked before anything is written. Returns
 /// `(added, already_present)`.
-pub fn import(path: &Path, input: &mut dyn BufRead) -> Result<(u64, u64), ToolError> {
+pub async fn import(
+    backend: &dyn Backend,
+    input: &mut dyn BufRead,
+) -> Result<(u64, u64), ToolError> {
     let mut records = Vec::new();
     let mut next_id = 0;
     for (i, line) in input.lines().enumerate() {
@@ -209,19 +230,16 @@ pub fn import(path: &Path, input: &mut dyn BufRead) -> Result<(u64, u64), ToolEr
             }
         }
     }
-    let backend = SledBackend::open(path)?;
+    let total = records.len() as u64;
     let mut added = 0;
-    for chunk in records.chunks(1_000) {
-        added += backend.restore(chunk)?;
+    while !records.is_empty() {
+        let rest = records.split_off(records.len().min(SCAN_BATCH));
+        added += backend
+            .restore(std::mem::replace(&mut records, rest))
+            .await?;
     }
-    backend.raise_next_id(next_id)?;
-    backend.flush()?;
-    drop(backend);
-    // Opening replays sled's log since its last snapshot and writes a new
-    // one: done here once, the gateway's first start after a bulk import is
-    // as quick as any other.
-    drop(SledBackend::reopen(path)?);
-    Ok((added, records.len() as u64 - added))
+    backend.raise_next_id(next_id).await?;
+    Ok((added, total - added))
 }
 
 fn dir_size(path: &Path) -> u64 {

@@ -3,7 +3,7 @@
 use sled::Transactional;
 
 use super::codec::{block, decode, u64_of};
-use super::{COUNT, SledBackend, StoreError, TokenRecord, store_error, unavailable};
+use super::{COUNT, SledEngine, StoreError, TokenRecord, store_error, unavailable};
 
 /// Layout of the trees. 1 (implicit): `tokens` (id → record), `hashes`
 /// (SHA-256 → entry), `by_user`, `by_expiry`, `counts`; 2: `hash_ids`
@@ -18,7 +18,7 @@ pub(super) const OLD_TREES: [&str; 5] = ["tokens", "hashes", "hash_ids", "by_use
 /// Records moved per transaction by a migration.
 pub(super) const MIGRATION_CHUNK: usize = 1_000;
 
-impl SledBackend {
+impl SledEngine {
     /// Brings a store written by an older version to [`CURRENT_LAYOUT`] by
     /// moving the records of the old `tokens` tree into the packed trees,
     /// then dropping the old trees. Also picks up tokens that a binary of

@@ -23,13 +23,15 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
 
+mod backend;
 mod codec;
 mod files;
 mod migrate;
 #[cfg(test)]
 mod tests;
 
-use super::{AuthEntry, Backend, Filter, InsertError, NewToken, Page, StoreError, TokenRecord};
+use super::{AuthEntry, Filter, InsertError, NewToken, Page, StoreError, TokenRecord};
+pub use backend::SledBackend;
 use codec::*;
 use files::{private_dir, private_files};
 
@@ -37,7 +39,9 @@ use crate::token::TokenHash;
 
 const NEXT_ID: &[u8] = b"next_id";
 const COUNT: &[u8] = b"count";
-pub struct SledBackend {
+/// The sled engine itself: synchronous calls, quick except `flush` and
+/// `filter`. [`SledBackend`] is what the gateway uses.
+pub struct SledEngine {
     db: sled::Db,
     records: Tree,
     search: Tree,
@@ -110,7 +114,7 @@ fn add(tree: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<u64> {
     Ok(next)
 }
 
-/// The trees a transaction touches, in the order of [`SledBackend::trees`].
+/// The trees a transaction touches, in the order of [`SledEngine::trees`].
 type Tx<'a> = (
     &'a TransactionalTree,
     &'a TransactionalTree,
@@ -120,8 +124,8 @@ type Tx<'a> = (
     &'a TransactionalTree,
 );
 
-impl SledBackend {
-    pub fn open(path: &Path) -> Result<SledBackend, StoreError> {
+impl SledEngine {
+    pub fn open(path: &Path) -> Result<SledEngine, StoreError> {
         let backend = Self::open_trees(path)?;
         if backend.migrate()? {
             // Moving read every page of the old trees into memory; a fresh
@@ -134,7 +138,7 @@ impl SledBackend {
 
     /// Opens a store this process has just closed: sled's background
     /// writers may hold its file lock for a moment after the close.
-    pub fn reopen(path: &Path) -> Result<SledBackend, StoreError> {
+    pub fn reopen(path: &Path) -> Result<SledEngine, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match Self::open(path) {
@@ -146,7 +150,7 @@ impl SledBackend {
         }
     }
 
-    fn open_trees(path: &Path) -> Result<SledBackend, StoreError> {
+    fn open_trees(path: &Path) -> Result<SledEngine, StoreError> {
         let created = private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
@@ -162,7 +166,7 @@ impl SledBackend {
                 e => StoreError::Unavailable(format!("cannot open {}: {e}", path.display())),
             })?;
         let tree = |name: &str| db.open_tree(name).map_err(unavailable);
-        let backend = SledBackend {
+        let backend = SledEngine {
             records: tree("records")?,
             search: tree("search")?,
             hashes: tree("hash_index")?,
@@ -336,8 +340,8 @@ impl SledBackend {
     }
 }
 
-impl Backend for SledBackend {
-    fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
+impl SledEngine {
+    pub fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
         let Some(bucket) = self.hashes.get(bucket_key(hash)).map_err(unavailable)? else {
             return Ok(None);
         };
@@ -353,19 +357,19 @@ impl Backend for SledBackend {
         }
     }
 
-    fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+    pub fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
         match self.records.get(block::key(id)).map_err(unavailable)? {
             Some(bytes) => record_in(&bytes, id),
             None => Ok(None),
         }
     }
 
-    fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError> {
+    pub fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError> {
         let ids = self.user_ids(user_key)?;
         self.records_by_ids(ids)
     }
 
-    fn filter(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page, StoreError> {
+    pub fn filter(&self, filter: &Filter, offset: u64, limit: u64) -> Result<Page, StoreError> {
         // Candidates come from the most selective index; the rest of the
         // filter is applied to the records themselves.
         let candidates: Option<Vec<u64>> = if !filter.user_keys.is_empty() {
@@ -447,7 +451,7 @@ impl Backend for SledBackend {
         }
     }
 
-    fn insert(&self, token: NewToken, per_user_limit: u32) -> Result<TokenRecord, InsertError> {
+    pub fn insert(&self, token: NewToken, per_user_limit: u32) -> Result<TokenRecord, InsertError> {
         self.trees()
             .transaction(|trees| {
                 let (_, _, _, o, _, m) = trees;
@@ -483,7 +487,7 @@ impl Backend for SledBackend {
             .map_err(tx_error)
     }
 
-    fn restore(&self, records: &[TokenRecord]) -> Result<u64, StoreError> {
+    pub fn restore(&self, records: &[TokenRecord]) -> Result<u64, StoreError> {
         self.trees()
             .transaction(|trees| {
                 let mut added = 0;
@@ -500,7 +504,7 @@ impl Backend for SledBackend {
             .map_err(store_error)
     }
 
-    fn update_description(
+    pub fn update_description(
         &self,
         id: u64,
         description: &str,
@@ -528,7 +532,7 @@ impl Backend for SledBackend {
             .map_err(store_error)
     }
 
-    fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
+    pub fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
         self.trees()
             .transaction(|trees| {
                 Self::remove_in(
@@ -539,7 +543,7 @@ impl Backend for SledBackend {
             .map_err(store_error)
     }
 
-    fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
+    pub fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
         // Several ids per transaction: the user's id list is rewritten once
         // per transaction rather than once per token.
         let mut n = 0;
@@ -561,7 +565,7 @@ impl Backend for SledBackend {
         Ok(n)
     }
 
-    fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError> {
+    pub fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError> {
         let mut batch = batch.to_vec();
         batch.sort_unstable();
         for group in batch.chunk_by(|a, b| a.0 >> block::BITS == b.0 >> block::BITS) {
@@ -582,15 +586,15 @@ impl Backend for SledBackend {
         Ok(())
     }
 
-    fn count(&self) -> Result<u64, StoreError> {
+    pub fn count(&self) -> Result<u64, StoreError> {
         Ok(u64_of(self.meta.get(COUNT).map_err(unavailable)?))
     }
 
-    fn next_id(&self) -> Result<u64, StoreError> {
+    pub fn next_id(&self) -> Result<u64, StoreError> {
         Ok(u64_of(self.meta.get(NEXT_ID).map_err(unavailable)?).max(1))
     }
 
-    fn raise_next_id(&self, next: u64) -> Result<(), StoreError> {
+    pub fn raise_next_id(&self, next: u64) -> Result<(), StoreError> {
         self.meta
             .fetch_and_update(NEXT_ID, |old| {
                 let current = u64_of(old.map(sled::IVec::from)).max(1);
@@ -600,11 +604,30 @@ impl Backend for SledBackend {
             .map_err(unavailable)
     }
 
-    fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError> {
+    pub fn scan(&self, visit: &mut dyn FnMut(TokenRecord) -> bool) -> Result<(), StoreError> {
         self.walk(0, visit)
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    /// Records with an id above `after`, by id ascending.
+    pub fn scan_after(
+        &self,
+        after: u64,
+        visit: &mut dyn FnMut(TokenRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        let from = block::key(after.saturating_add(1));
+        for value in self.records.range(from..).values() {
+            let value = value.map_err(unavailable)?;
+            for entry in block::entries(&value) {
+                let (id, bytes) = entry.map_err(StoreError::Corrupt)?;
+                if id > after && !visit(decode(bytes)?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(unavailable)
     }
 }

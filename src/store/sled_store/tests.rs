@@ -81,7 +81,7 @@ fn stores_of_older_layouts_are_moved_to_the_packed_trees_on_open() {
             .collect();
         write_old_store(&path, layout, &records);
         for _ in 0..2 {
-            let backend = SledBackend::reopen(&path).unwrap();
+            let backend = SledEngine::reopen(&path).unwrap();
             assert_eq!(backend.count().unwrap(), records.len() as u64);
             assert_eq!(backend.next_id().unwrap(), 100);
             for r in &records {
@@ -119,7 +119,7 @@ fn a_store_of_a_newer_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     {
-        let backend = SledBackend::open(&path).unwrap();
+        let backend = SledEngine::open(&path).unwrap();
         backend
             .meta
             .insert(LAYOUT, &(CURRENT_LAYOUT + 1).to_be_bytes())
@@ -127,7 +127,7 @@ fn a_store_of_a_newer_layout_is_refused() {
         backend.flush().unwrap();
     }
     assert!(matches!(
-        SledBackend::reopen(&path),
+        SledEngine::reopen(&path),
         Err(StoreError::Corrupt(m)) if m.contains("newer")
     ));
 }
@@ -140,7 +140,7 @@ fn an_interrupted_move_resumes_and_never_brings_back_what_an_older_binary_delete
     write_old_store(&path, 1, &records);
     {
         // The first start stops after moving ten records.
-        let backend = SledBackend::open_trees(&path).unwrap();
+        let backend = SledEngine::open_trees(&path).unwrap();
         backend.set_layout().unwrap();
         assert_eq!(backend.move_old_records(10).unwrap(), Some((10, 10)));
         let old = backend.db.open_tree("tokens").unwrap();
@@ -156,7 +156,7 @@ fn an_interrupted_move_resumes_and_never_brings_back_what_an_older_binary_delete
             .unwrap();
         backend.flush().unwrap();
     }
-    let backend = SledBackend::reopen(&path).unwrap();
+    let backend = SledEngine::reopen(&path).unwrap();
     let ids: Vec<u64> = backend
         .filter(&Filter::default(), 0, 100)
         .unwrap()
@@ -174,7 +174,7 @@ fn an_interrupted_move_resumes_and_never_brings_back_what_an_older_binary_delete
 #[test]
 fn hashes_sharing_a_bucket_are_found_and_removed_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+    let backend = SledEngine::open(&dir.path().join("s")).unwrap();
     // Ten hashes with the same first two bytes, inserted out of order.
     let mut records: Vec<TokenRecord> = (1..=10)
         .map(|id| {
@@ -216,7 +216,7 @@ fn hashes_sharing_a_bucket_are_found_and_removed_one_by_one() {
 #[test]
 fn a_damaged_block_fails_closed_for_its_tokens_only() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+    let backend = SledEngine::open(&dir.path().join("s")).unwrap();
     let records: Vec<TokenRecord> = (1..=40).map(|id| record(id, "U1")).collect();
     backend.restore(&records).unwrap();
     // Ids 16..=31 share block 1; cut its last entry short.
@@ -248,7 +248,7 @@ fn a_damaged_block_fails_closed_for_its_tokens_only() {
 #[test]
 fn unfiltered_pages_at_any_offset_stay_in_id_order() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+    let backend = SledEngine::open(&dir.path().join("s")).unwrap();
     let records: Vec<TokenRecord> = (1..=200).map(|id| record(id, "U1")).collect();
     backend.restore(&records).unwrap();
     let gone = |id: u64| (id >= 5 && (id - 5).is_multiple_of(9)) || (48..=63).contains(&id);
@@ -285,7 +285,7 @@ fn unfiltered_pages_at_any_offset_stay_in_id_order() {
 #[test]
 fn description_and_scope_filters_follow_updates_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SledBackend::open(&dir.path().join("s")).unwrap();
+    let backend = SledEngine::open(&dir.path().join("s")).unwrap();
     let mut records: Vec<TokenRecord> = (1..=40).map(|id| record(id, "U1")).collect();
     for r in records.iter_mut().filter(|r| r.id % 4 == 0) {
         r.scope = Scope::ReadOnly;
@@ -405,7 +405,7 @@ fn a_new_store_is_private_whatever_the_umask() {
     // The umask is the process's, 022 here as on most hosts: the created
     // directory and files would be 0755/0644 if sled made them alone.
     let path = dir.path().join("deeper").join("s");
-    let backend = SledBackend::open(&path).unwrap();
+    let backend = SledEngine::open(&path).unwrap();
     backend.db.flush().unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o700);
