@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 pub mod caller;
+pub mod cut;
 pub mod echo;
 pub mod jira;
+pub mod pg;
 pub mod process;
 pub mod secrets;
 pub mod wire;
