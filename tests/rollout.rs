@@ -83,6 +83,46 @@ fn the_readme_minimal_configuration_passes_check_config_without_warnings() {
 }
 
 #[test]
+fn every_shipped_deployment_configuration_passes_check_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut stack = vec![root.join("deploy")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == "proxy.toml") {
+                found.push(path);
+            }
+        }
+    }
+    assert!(found.len() >= 3, "{found:?}");
+    for path in found {
+        // The variables the file names, with placeholder values.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let vars: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains("_env"))
+            .filter_map(|l| l.split('"').nth(1).map(str::to_string))
+            .collect();
+        let env: Vec<(&str, &str)> = vars
+            .iter()
+            .map(|v| {
+                let value = if v.contains("POSTGRES") {
+                    "postgres://tokengate:placeholder@db:5432/tokengate?sslmode=verify-full"
+                } else {
+                    "a-long-random-placeholder"
+                };
+                (v.as_str(), value)
+            })
+            .collect();
+        let (ok, stderr) = run("check-config", &path, &env);
+        assert!(ok, "{}: {stderr}", path.display());
+    }
+}
+
+#[test]
 fn the_readme_quick_start_is_two_commands_and_the_second_is_what_ci_runs_last() {
     let readme = read("README.md");
     let quick = section(&readme, "## Quick start");
