@@ -44,6 +44,10 @@ pub(super) const LISTEN_NAME: &str = "tokengate-listen";
 /// The application name of the connection that migrates the schema.
 pub(super) const MIGRATE_NAME: &str = "tokengate-migrate";
 
+/// Server-side limits of every statement on pool connections.
+const REQUEST_LIMITS: &str = "-c statement_timeout=15000 -c lock_timeout=10000";
+const NO_LIMITS: &str = "-c statement_timeout=0 -c lock_timeout=0";
+
 /// Per socket-level attempt, unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -104,6 +108,12 @@ impl Target {
             config.tcp_user_timeout(Duration::from_secs(15));
         }
         config.application_name(POOL_NAME);
+        // A request never waits on the database without end, also not for
+        // a lock some other session holds: it fails with 503 instead. The
+        // URL's own `options` win.
+        if config.get_options().is_none() {
+            config.options(REQUEST_LIMITS);
+        }
         let tls = MakeRustlsConnect::new(tls_config(verify, settings.ca_file.as_deref())?);
         Ok(Target { config, tls })
     }
@@ -122,6 +132,16 @@ impl Target {
         let mut named = self.clone();
         named.config.application_name(application_name);
         named
+    }
+
+    /// The same target without the time limits of requests (migrations may
+    /// take long on a big table, and wait for the advisory lock).
+    pub(super) fn unlimited(&self) -> Target {
+        let mut unlimited = self.clone();
+        if unlimited.config.get_options() == Some(REQUEST_LIMITS) {
+            unlimited.config.options(NO_LIMITS);
+        }
+        unlimited
     }
 
     /// A connection of its own (not from the pool).

@@ -45,6 +45,7 @@ fn newer(db: i32) -> StoreError {
 pub(super) async fn migrate(target: &Target) -> Result<(i32, i32), StoreError> {
     let (mut client, connection) = target
         .named(MIGRATE_NAME)
+        .unlimited()
         .connect()
         .await
         .map_err(|e| failed("cannot connect to PostgreSQL", &e))?;
