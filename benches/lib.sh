@@ -58,3 +58,61 @@ create_token() {
     [ -n "$token" ] || { echo "could not create a token" >&2; return 1; }
     echo "$token"
 }
+
+# to_ms VALUE: a wrk latency (612.00us / 1.20ms / 2.00s) in ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.3f", n }'
+}
+
+# median: the median of the numbers on stdin, one a line.
+median() { sort -g | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.3f", m}'; }
+
+# ratio A B: A / B to two places.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# wrk_row WRK_ARGS...: runs wrk --latency with the arguments and prints
+# "requests/s p50-ms p99-ms"; non-2xx answers and socket errors go to stderr.
+wrk_row() {
+    local out rps p50 p99 errors
+    out=$(wrk --latency "$@")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    [ -z "$errors" ] || echo "  wrk $*: $errors" >&2
+    echo "$rps $p50 $p99"
+}
+
+# pg_bench_db NAME: creates the database NAME_<pid> for this run on the
+# PostgreSQL server libpq's variables name (PGHOST, PGPORT, PGUSER,
+# PGPASSWORD; default 127.0.0.1:5432, user postgres, who must be allowed to
+# create databases) and sets PG_DB and PG_URL (a password is put into the URL
+# as it is). When no server answers it prints one loud line and exits 0. Set
+# a trap that calls pg_drop_db first. Installs the PostgreSQL client when missing.
+pg_bench_db() {
+    install_missing psql:postgresql-client
+    export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+    local why
+    if ! why=$(psql -d postgres -Atqc 'SELECT 1' 2>&1 >/dev/null); then
+        echo "SKIPPED: this benchmark needs PostgreSQL, and none answers at $PGUSER@$PGHOST:$PGPORT (${why%%$'\n'*}); start it or set PGHOST/PGPORT/PGUSER/PGPASSWORD"
+        exit 0
+    fi
+    PG_DB="${1}_$$"
+    createdb "$PG_DB"
+    PG_URL="postgres://$PGUSER${PGPASSWORD:+:$PGPASSWORD}@$PGHOST:$PGPORT/$PG_DB"
+}
+
+# pg_drop_db: drops the database pg_bench_db made, if it did.
+pg_drop_db() {
+    [ -n "${PG_DB:-}" ] || return 0
+    dropdb --if-exists --force "$PG_DB" || echo "could not drop the database $PG_DB" >&2
+    PG_DB=""
+}
+
+# pg_settings: the server's settings that decide what a commit costs, in one line.
+pg_settings() {
+    psql -d postgres -Atc "SELECT 'PostgreSQL ' || current_setting('server_version') || ', fsync ' || current_setting('fsync') || ', synchronous_commit ' || current_setting('synchronous_commit') || ', shared_buffers ' || current_setting('shared_buffers')"
+}

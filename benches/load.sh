@@ -119,14 +119,6 @@ if [ -n "${BIN_BEFORE:-}" ]; then
     targets+=(tg-before)
 fi
 
-# wrk prints latencies as 612.00us / 1.20ms / 2.00s; convert to ms.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
-        printf "%.3f", n }'
-}
-
 results="$work/results"
 : >"$results"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS alternating rounds, $(nproc) cores"
@@ -147,7 +139,6 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-median() { sort -g | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.3f", m}'; }
 echo
 echo "medians"
 printf '%-9s %12s %9s %9s\n' target "requests/s" "p50 ms" "p99 ms"
@@ -159,7 +150,6 @@ for t in "${targets[@]}"; do
     printf '%-9s %12.0f %9s %9s\n' "$t" "${mr[$t]}" "${m50[$t]}" "${m99[$t]}"
 done
 echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "tokengate with tokens / nginx, requests/s:  $(ratio "${mr[tg-token]}" "${mr[nginx]}")"
 echo "tokengate with tokens / nginx, p99:         $(ratio "${m99[tg-token]}" "${m99[nginx]}")  (below 1 is better)"
 echo "tokengate pass-through / nginx, requests/s: $(ratio "${mr[tg-pass]}" "${mr[nginx]}")"
