@@ -197,6 +197,9 @@ pub struct Authenticator {
     /// `server.public_url`, whose origin a session request that changes
     /// something must come from (else the scheme and host the client used).
     public_url: Option<String>,
+    /// `ui.enabled`: the browser's session is read for the pages' sake;
+    /// without them, tokengate's routes take `Authorization` only.
+    sessions: bool,
     store: Arc<StoreCell>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -220,6 +223,7 @@ impl Authenticator {
             rules: ArcSwap::from_pointee(Rules::of(config, throttle)),
             public_url: Some(config.server.public_url.trim_end_matches('/').to_string())
                 .filter(|u| !u.is_empty()),
+            sessions: config.ui.enabled,
             store,
             clock,
             metrics,
@@ -297,15 +301,15 @@ impl Authenticator {
 
     /// Who calls one of tokengate's own routes (the management API, the
     /// pages): as [`identify`](Self::identify), and when there is no
-    /// `Authorization` header, the browser's cookies as a session for the
-    /// upstream to judge. `Authorization` always goes first.
+    /// `Authorization` header and the pages are on, the browser's cookies as
+    /// a session for the upstream to judge. `Authorization` always goes first.
     pub async fn identify_own(
         &self,
         headers: &HeaderMap,
         at: &RequestCtx,
     ) -> Result<Caller, Refusal> {
         match self.identify(headers, at).await? {
-            Caller::Anonymous => {
+            Caller::Anonymous if self.sessions => {
                 Ok(SessionCookie::of(headers).map_or(Caller::Anonymous, Caller::Session))
             }
             caller => Ok(caller),

@@ -305,7 +305,7 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Who {
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| {
+        (percent_encoding::percent_decode_str(k).decode_utf8_lossy() == name).then(|| {
             percent_encoding::percent_decode_str(v)
                 .decode_utf8_lossy()
                 .into_owned()

@@ -20,7 +20,7 @@ use http::header::{
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
 use crate::api::caller::{ApiCaller, Denied, authenticate};
@@ -31,6 +31,13 @@ use crate::error::{ErrorReply, RespBody, json_response};
 use crate::request::RequestCtx;
 use crate::state::{Gateway, Live};
 use assets::Asset;
+
+/// What a query parameter's value escapes: all but the unreserved characters.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Only this origin's files, nothing inline, never in a frame.
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'";
@@ -217,7 +224,7 @@ fn to_login<B>(
         Product::Confluence => "/login.action",
     };
     let base = ctx.public_base(req, gw.public_url.as_deref());
-    let back = utf8_percent_encode(back, NON_ALPHANUMERIC);
+    let back = utf8_percent_encode(back, QUERY_VALUE);
     redirect(&format!("{base}{login}?os_destination={back}"))
 }
 
