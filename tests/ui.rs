@@ -11,8 +11,6 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const PAGES: &str = "/tokengate";
-
 /// A client that shows redirects instead of following them.
 fn no_redirects() -> reqwest::Client {
     let _ = client();
