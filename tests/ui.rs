@@ -147,6 +147,10 @@ async fn nothing_under_the_pages_path_is_forwarded_in_any_spelling() {
         "/tokengate/"
     );
     assert_eq!(get(&s, "/tokengate/nope", None).await.status(), 404);
+    assert_eq!(
+        header(&get(&s, "/tokengate/admin/", None).await, "location"),
+        "/tokengate/admin"
+    );
 }
 
 #[tokio::test]

@@ -46,6 +46,8 @@ const CSP: &str = "default-src 'self'; frame-ancestors 'none'";
 enum Page<'a> {
     /// `{path}` itself: sent on to `{path}/`, so relative links work.
     Root,
+    /// `{path}/admin/`: sent on to `{path}/admin`, likewise.
+    AdminSlash,
     Tokens,
     Admin,
     Context,
@@ -58,7 +60,8 @@ impl Page<'_> {
         match rest {
             "" => Page::Root,
             "/" => Page::Tokens,
-            "/admin" | "/admin/" => Page::Admin,
+            "/admin" => Page::Admin,
+            "/admin/" => Page::AdminSlash,
             "/context" => Page::Context,
             _ => match rest.strip_prefix("/assets/") {
                 Some(name) => Page::Asset(name),
@@ -105,6 +108,7 @@ async fn serve<B>(
     let page = Page::of(rest);
     let (page, file) = match page {
         Page::Root => return Ok(redirect(&format!("{root}/"))),
+        Page::AdminSlash => return Ok(redirect(&format!("{root}/admin"))),
         Page::Asset(name) => return static_asset(req, name),
         Page::Unknown => {
             return Err(ErrorReply::client(StatusCode::NOT_FOUND, "No such page"));
