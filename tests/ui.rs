@@ -434,9 +434,22 @@ async fn an_unknown_session_is_no_credential_and_no_failed_attempt() {
         assert_eq!(status, 401, "{v}");
         assert_eq!(
             error_message(&v),
-            "Authentication required: use Basic user:password or an API token"
+            "Not logged in: the session has ended or is not known; log in again"
         );
     }
+    // No password prompt for a browser: no challenge with a session refused.
+    let resp = s
+        .anonymous()
+        .header("cookie", "JSESSIONID=nope")
+        .fetch(&format!("{API}/user/token"))
+        .await;
+    assert!(!resp.headers().contains_key("www-authenticate"));
+    let resp = s.anonymous().fetch("/tokengate/context").await;
+    assert_eq!(resp.status(), 401);
+    assert!(!resp.headers().contains_key("www-authenticate"));
+    // Without any cookie, the API still challenges as before.
+    let resp = s.anonymous().fetch(&format!("{API}/user/token")).await;
+    assert!(resp.headers().contains_key("www-authenticate"));
     // Nobody was locked out or throttled by it.
     let (status, _) = s.in_browser("alice").await.get("/user/token").await;
     assert_eq!(status, 200);

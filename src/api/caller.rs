@@ -58,8 +58,9 @@ impl ApiCaller {
 /// Who is calling: a token (Basic `user:token` or Bearer), as the
 /// authentication policy decides, or a password or the browser's session,
 /// checked against the upstream. Failed passwords count like on proxied
-/// requests; a session the upstream does not know is no credential at all
-/// (`CredentialsRequired`), and no guess: it is the upstream's own random id.
+/// requests; a session the upstream does not know is no credential
+/// (`SessionEnded`), and no failed attempt: it is the upstream's own random
+/// id, not something a person guesses.
 pub(crate) async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
@@ -120,9 +121,7 @@ pub(crate) async fn authenticate(
                     own: Some(Own::Session(cookie.clone())),
                     via: Caller::Session(cookie),
                 }),
-                Err(IdentityError::BadCredentials) => {
-                    Err(Denied::Policy(Refusal::CredentialsRequired))
-                }
+                Err(IdentityError::BadCredentials) => Err(Denied::Policy(Refusal::SessionEnded)),
                 Err(e) => Err(Denied::Identity(identity_failed(e, ctx))),
             }
         }

@@ -84,6 +84,10 @@ pub enum Refusal {
     Unauthorized,
     /// No credentials where some are required (the management API).
     CredentialsRequired,
+    /// Cookies, but no session the upstream knows (logged out, expired):
+    /// no `WWW-Authenticate` challenge, which would make a browser ask for a
+    /// password instead of going to the login page.
+    SessionEnded,
     /// The user is locked out from this address.
     Locked { retry_after_secs: Option<u64> },
     /// The address used up its quota of failed attempts.
@@ -107,6 +111,14 @@ impl Refusal {
                 ],
                 ..unauthorized()
             },
+            Refusal::SessionEnded => ErrorReply::client(
+                StatusCode::UNAUTHORIZED,
+                "Not logged in: the session has ended or is not known; log in again",
+            )
+            .with_header(
+                X_SERAPH_LOGIN_REASON.clone(),
+                HeaderValue::from_static("AUTHENTICATED_FAILED"),
+            ),
             Refusal::Locked { retry_after_secs } => {
                 let mut reply = ErrorReply::client(
                     StatusCode::FORBIDDEN,

@@ -105,42 +105,67 @@ async fn serve<B>(
         )
         .with_header(ALLOW, HeaderValue::from_static("GET, HEAD")));
     }
-    let page = Page::of(rest);
-    let (page, file) = match page {
-        Page::Root => return Ok(redirect(&format!("{root}/"))),
-        Page::AdminSlash => return Ok(redirect(&format!("{root}/admin"))),
-        Page::Asset(name) => return static_asset(req, name),
-        Page::Unknown => {
-            return Err(ErrorReply::client(StatusCode::NOT_FOUND, "No such page"));
+    match Page::of(rest) {
+        Page::Root => Ok(redirect(&format!("{root}/"))),
+        Page::AdminSlash => Ok(redirect(&format!("{root}/admin"))),
+        Page::Asset(name) => static_asset(req, name),
+        Page::Unknown => Err(ErrorReply::client(StatusCode::NOT_FOUND, "No such page")),
+        Page::Tokens => {
+            let back = format!("{root}/");
+            page_for(gw, req, ctx, &back, |_| {
+                (StatusCode::OK, &assets::TOKENS_PAGE)
+            })
+            .await
         }
-        Page::Tokens => (page, &assets::TOKENS_PAGE),
-        Page::Admin => (page, &assets::ADMIN_PAGE),
-        Page::Context => (page, &assets::TOKENS_PAGE),
-    };
+        Page::Admin => {
+            let back = format!("{root}/admin");
+            page_for(gw, req, ctx, &back, |caller| {
+                if caller.identity.is_admin {
+                    (StatusCode::OK, &assets::ADMIN_PAGE)
+                } else {
+                    (StatusCode::FORBIDDEN, &assets::FORBIDDEN_PAGE)
+                }
+            })
+            .await
+        }
+        Page::Context => {
+            let live = gw.live.load_full();
+            // No session: a 401 the script answers by loading the page again
+            // (and so going to the login page), never a password prompt.
+            let caller = match authenticate(gw, req.headers(), ctx, &live).await {
+                Ok(caller) => caller,
+                Err(Denied::Policy(Refusal::CredentialsRequired)) => {
+                    return Err(Refusal::SessionEnded.reply());
+                }
+                Err(denied) => return Err(denied.into()),
+            };
+            let context = context(gw, req, ctx, &live, &caller, root);
+            Ok(no_store(json_response(StatusCode::OK, &context)))
+        }
+    }
+}
+
+/// The page `choose` picks for the caller, or without a session, the way to
+/// the login page and back to `back`.
+async fn page_for<B>(
+    gw: &Gateway,
+    req: &Request<B>,
+    ctx: &RequestCtx,
+    back: &str,
+    choose: impl FnOnce(&ApiCaller) -> (StatusCode, &'static Asset),
+) -> Result<Response<RespBody>, ErrorReply> {
     let live = gw.live.load_full();
     let caller = match authenticate(gw, req.headers(), ctx, &live).await {
         Ok(caller) => caller,
-        Err(Denied::Policy(Refusal::CredentialsRequired)) if !matches!(page, Page::Context) => {
-            let back = match page {
-                Page::Admin => format!("{root}/admin"),
-                _ => format!("{root}/"),
-            };
-            return Ok(to_login(gw, req, ctx, &live, &back));
+        Err(Denied::Policy(Refusal::CredentialsRequired | Refusal::SessionEnded)) => {
+            return Ok(to_login(gw, req, ctx, &live, back));
         }
         Err(denied) => return Err(denied.into()),
     };
-    match page {
-        Page::Context => Ok(no_store(json_response(
-            StatusCode::OK,
-            &context(gw, req, ctx, &live, &caller, root),
-        ))),
-        Page::Admin if !caller.identity.is_admin => {
-            let mut resp = file_response(&assets::FORBIDDEN_PAGE);
-            *resp.status_mut() = StatusCode::FORBIDDEN;
-            Ok(no_store(resp))
-        }
-        _ => Ok(no_store(file_response(file))),
-    }
+    let (status, file) = choose(&caller);
+    let mut resp = file_response(file);
+    *resp.status_mut() = status;
+    Ok(no_store(resp))
 }
 
 /// What the scripts need to know: who is logged in, the token rules, what

@@ -44,6 +44,11 @@ export async function api(method, path, body) {
   } catch (e) {
     return { ok: false, status: 0, data: { errorMessages: ["tokengate cannot be reached: " + e.message], errors: {} } };
   }
+  if (resp.status === 401) {
+    // The page always calls with the session: it has ended. Loading the page
+    // again goes to the login page, and back here after it.
+    location.reload();
+  }
   let data = null;
   const text = await resp.text();
   if (text) {
