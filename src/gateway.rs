@@ -4,13 +4,15 @@
 //! 2. throttled client → 429;
 //! 3. screened: `TRACE`/`CONNECT` → 405, several or broken `Host` → 400, a
 //!    token in the query string → 400; the path read as the upstream will
-//!    read it: the management API's → served here, never forwarded; one that
-//!    cannot be read safely → 400;
+//!    read it: the management API's → served here, never forwarded; under
+//!    `ui.path` → tokengate's pages, never forwarded; one that cannot be read
+//!    safely → 400;
 //! 4. authenticate: who is calling, and may they (token, password, other, none);
 //! 5. rewrite: target, hop-by-hop and identity headers, `X-Forwarded-*`, credential swap;
 //! 6. forward, streaming both ways;
 //! 7. account: failed upstream logins, metrics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +30,7 @@ use crate::proxy::{Origin, ProxyError, Upstream};
 pub use crate::request::{RequestCtx, X_REQUEST_ID};
 use crate::server::{ConnInfo, Handler};
 pub use crate::state::{Gateway, Live};
+use crate::ui;
 
 /// One worker's view of the gateway: the shared state, and the worker's own
 /// pool of upstream connections (kept on the worker's event loop).
@@ -43,7 +46,7 @@ impl Handler for Worker {
 }
 
 impl Gateway {
-    /// Steps 1–3, then the proxy path (4–7) or the management API.
+    /// Steps 1–3, then the proxy path (4–7), the management API or the pages.
     async fn handle(
         &self,
         upstream: &Upstream,
@@ -62,6 +65,10 @@ impl Gateway {
                     req.extensions_mut().insert(BodyGap(conn.body_pace));
                     (Route::Api, api::handle(self, req, &ctx).await)
                 }
+                Target::Upstream if let Some((root, rest)) = self.page_of(&req) => (
+                    Route::Pages,
+                    ui::handle(self, &req, &ctx, root, &rest).await,
+                ),
                 Target::Upstream => {
                     req.headers_mut()
                         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -81,6 +88,12 @@ impl Gateway {
             .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
         self.metrics.request(route, resp.status().as_u16());
         resp
+    }
+
+    /// The pages' root and the rest of the path, when `req` is for the pages.
+    fn page_of<'r>(&self, req: &'r Request<Incoming>) -> Option<(&str, Cow<'r, str>)> {
+        let root = self.pages.as_deref()?;
+        api::path::under(req.uri().path(), root).map(|rest| (root, rest))
     }
 
     /// Step 3's checks of the request line and headers, before anything is
@@ -189,12 +202,13 @@ impl Gateway {
             .await
             .and_then(|caller| {
                 self.auth.forward_password(&caller, ctx)?;
-                self.auth.permit(&caller, req.method(), ctx)?;
+                self.auth.permit(&caller, req, ctx)?;
                 Ok(caller)
             })
             .map_err(|refusal| refusal.reply())?;
         self.metrics.decision(match &caller {
-            Caller::Anonymous => Decision::Anonymous,
+            // A session is read only on tokengate's own routes, never here.
+            Caller::Anonymous | Caller::Session(_) => Decision::Anonymous,
             Caller::OtherScheme => Decision::OtherScheme,
             Caller::Password { .. } => Decision::PasswordPassthrough,
             Caller::Token(_) => Decision::Ok,

@@ -26,6 +26,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod token;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -107,6 +107,7 @@ async fn build(
         public_url: Some(config.server.public_url.trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty()),
         max_api_body: config.server.max_api_body_bytes,
+        pages: config.ui.root(),
     });
     Ok(Built {
         gateway,

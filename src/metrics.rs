@@ -150,6 +150,8 @@ impl Decision {
 pub enum Route {
     Proxy,
     Api,
+    /// tokengate's own pages under `ui.path`.
+    Pages,
 }
 
 impl Route {
@@ -157,6 +159,7 @@ impl Route {
         match self {
             Route::Proxy => "proxy",
             Route::Api => "api",
+            Route::Pages => "pages",
         }
     }
 }
@@ -169,7 +172,7 @@ pub struct Metrics {
     pub auth_decisions: Family<ResultLabels, Counter>,
     /// The counters of each route and status, looked up once: counting a
     /// request costs no hashing and no lock.
-    request_counters: [Vec<OnceLock<Counter>>; 2],
+    request_counters: [Vec<OnceLock<Counter>>; 3],
     decision_counters: Vec<Counter>,
     pub upstream_duration: Histogram,
     pub upstream_errors: Family<KindLabels, Counter>,
@@ -278,6 +281,7 @@ impl Metrics {
         Metrics {
             registry,
             request_counters: [
+                (0..STATUSES).map(|_| OnceLock::new()).collect(),
                 (0..STATUSES).map(|_| OnceLock::new()).collect(),
                 (0..STATUSES).map(|_| OnceLock::new()).collect(),
             ],

@@ -10,6 +10,9 @@ use ipnet::IpNet;
 
 /// The chain of addresses a request came through, as proxies in front tell it.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The scheme and host the client used, as a proxy in front tells them.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// `server.trusted_proxies`.
 #[derive(Debug, Clone, Default)]

@@ -115,6 +115,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         (o.auth != n.auth, "[auth]"),
         (o.log != n.log, "[log] format"),
+        (o.ui != n.ui, "[ui]"),
     ]
     .into_iter()
     .filter_map(|(changed, label)| changed.then_some(label))
@@ -137,6 +138,8 @@ pub struct Gateway {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) public_url: Option<String>,
     pub(crate) max_api_body: usize,
+    /// `ui.path` without its trailing `/`, while the pages are served.
+    pub(crate) pages: Option<String>,
 }
 
 impl Gateway {

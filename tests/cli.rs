@@ -95,7 +95,7 @@ fn the_shipped_proxy_toml_documents_every_key() {
     );
 }
 
-fn tables() -> [&'static str; 6] {
+fn tables() -> [&'static str; 7] {
     [
         "server",
         "upstream",
@@ -103,6 +103,7 @@ fn tables() -> [&'static str; 6] {
         "tokens",
         "auth",
         "log",
+        "ui",
     ]
 }
 
@@ -336,6 +337,9 @@ fn the_demo_serves_a_token_round_trip() {
         assert!(users.contains(user), "{users}");
     }
     let (health, metrics) = (field("health:"), field("metrics:"));
+    let pages = field("token pages:");
+    let pages = pages.split_whitespace().next().unwrap().to_string();
+    assert_eq!(pages, format!("{gateway}/tokengate/"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result = rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -362,8 +366,30 @@ fn the_demo_serves_a_token_round_trip() {
             .json()
             .await?;
         let health = http.get(&health).send().await?.status();
+        // The pages: to the simulated Jira's login page, and with its session, the page.
+        let browser = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let to_login = browser.get(&pages).send().await?;
+        let login = browser
+            .post(format!("{gateway}/login.jsp"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("os_username=alice&os_password=alice&os_destination=%2Ftokengate%2F")
+            .send()
+            .await?;
+        let cookie = login.headers()["set-cookie"].to_str().unwrap_or_default();
+        let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+        let page = browser
+            .get(&pages)
+            .header("cookie", cookie)
+            .send()
+            .await?
+            .status();
+        let pages_seen = (to_login.headers()["location"].clone(), login.status(), page);
         let metrics = http.get(&metrics).send().await?.text().await?;
-        Ok::<_, reqwest::Error>((me, health, metrics))
+        Ok::<_, reqwest::Error>((me, health, metrics, pages_seen))
     });
     // Stop the demo the way Ctrl-C would, so it removes its temporary store.
     let _ = Command::new("kill")
@@ -397,7 +423,16 @@ fn the_demo_serves_a_token_round_trip() {
         scanned > 20,
         "the demo logged at trace level ({scanned} lines)"
     );
-    let (me, health, metrics) = result.unwrap();
+    let (me, health, metrics, (to_login, login, page)) = result.unwrap();
+    assert_eq!(
+        to_login,
+        format!("{gateway}/login.jsp?os_destination=%2Ftokengate%2F").as_str()
+    );
+    assert_eq!(
+        (login.as_u16(), page.as_u16()),
+        (302, 200),
+        "logged in, the page"
+    );
     assert_eq!(health, 200, "the demo's admin listener answers /healthz");
     assert!(
         metrics.contains("tokengate_auth_decisions_total{result=\"ok\"} 1"),

@@ -1,10 +1,12 @@
-//! Who calls the management API: a token or a password, as the
-//! authentication policy and the upstream say.
+//! Who calls the management API (and tokengate's pages): a token, a
+//! password or the browser's upstream session, as the authentication policy
+//! and the upstream say.
 
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, StatusCode};
 
 use crate::audit;
+use crate::auth::SessionCookie;
 use crate::auth::identity::{Creds, Identity, IdentityError};
 use crate::auth::policy::{Caller, Refusal};
 use crate::error::ErrorReply;
@@ -12,17 +14,24 @@ use crate::request::RequestCtx;
 use crate::state::{Gateway, Live};
 
 /// A management API caller.
-pub(super) struct ApiCaller {
-    pub(super) identity: Identity,
-    /// The caller's own `Authorization`, when they came with a password.
-    pub(super) password_auth: Option<HeaderValue>,
-    /// How they came: a token or a password.
-    pub(super) via: Caller,
+pub(crate) struct ApiCaller {
+    pub(crate) identity: Identity,
+    /// The caller's own credentials for look-ups of other users, when the
+    /// upstream takes them (a password, a session).
+    own: Option<Own>,
+    /// How they came: a token, a password or a session.
+    pub(crate) via: Caller,
+}
+
+/// Credentials of the caller's own that the upstream accepts.
+enum Own {
+    Password(HeaderValue),
+    Session(SessionCookie),
 }
 
 /// Why a management API caller is turned away: the authentication policy's
 /// refusal, or what the upstream said about who they are.
-pub(super) enum Denied {
+pub(crate) enum Denied {
     Policy(Refusal),
     Identity(ErrorReply),
 }
@@ -38,17 +47,21 @@ impl From<Denied> for ErrorReply {
 
 impl ApiCaller {
     pub(super) fn creds(&self) -> Creds<'_> {
-        match &self.password_auth {
-            Some(h) => Creds::Caller(h),
+        match &self.own {
+            Some(Own::Password(h)) => Creds::Caller(h),
+            Some(Own::Session(cookie)) => Creds::Session(cookie),
             None => Creds::Lookup,
         }
     }
 }
 
 /// Who is calling: a token (Basic `user:token` or Bearer), as the
-/// authentication policy decides, or a password, checked against the
-/// upstream. Failures count like on proxied requests.
-pub(super) async fn authenticate(
+/// authentication policy decides, or a password or the browser's session,
+/// checked against the upstream. Failed passwords count like on proxied
+/// requests; a session the upstream does not know is no credential
+/// (`SessionEnded`), and no failed attempt: it is the upstream's own random
+/// id, not something a person guesses.
+pub(crate) async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
     ctx: &RequestCtx,
@@ -56,7 +69,7 @@ pub(super) async fn authenticate(
 ) -> Result<ApiCaller, Denied> {
     match gw
         .auth
-        .identify(headers, ctx)
+        .identify_own(headers, ctx)
         .await
         .map_err(Denied::Policy)?
     {
@@ -77,7 +90,7 @@ pub(super) async fn authenticate(
                     name: entry.user_name.clone(),
                     is_admin,
                 },
-                password_auth: None,
+                own: None,
                 via: Caller::Token(entry),
             })
         }
@@ -91,7 +104,7 @@ pub(super) async fn authenticate(
                     gw.auth.password_confirmed(&user, ctx).await;
                     Ok(ApiCaller {
                         identity: (*identity).clone(),
-                        password_auth: Some(header),
+                        own: Some(Own::Password(header)),
                         via: Caller::Password { user },
                     })
                 }
@@ -101,10 +114,21 @@ pub(super) async fn authenticate(
                 Err(e) => Err(Denied::Identity(identity_failed(e, ctx))),
             }
         }
+        Caller::Session(cookie) => {
+            match live.identity.by_session(&cookie, &live.config.auth).await {
+                Ok(identity) => Ok(ApiCaller {
+                    identity: (*identity).clone(),
+                    own: Some(Own::Session(cookie.clone())),
+                    via: Caller::Session(cookie),
+                }),
+                Err(IdentityError::BadCredentials) => Err(Denied::Policy(Refusal::SessionEnded)),
+                Err(e) => Err(Denied::Identity(identity_failed(e, ctx))),
+            }
+        }
     }
 }
 
-pub(super) fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
+pub(crate) fn identity_failed(e: IdentityError, ctx: &RequestCtx) -> ErrorReply {
     match e {
         IdentityError::BadCredentials => Refusal::Unauthorized.reply(),
         IdentityError::Denied { reason } => {

@@ -3,15 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use http::header::{HOST, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::audit;
 use crate::auth::policy::{Caller, Refusal, store_unavailable};
 use crate::error::{ErrorReply, RespBody, empty_response, json_response};
 use crate::metrics::Decision;
-use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::request::RequestCtx;
 use crate::state::{Gateway, Live};
 use crate::store::{InsertError, NewToken, Scope, Store, StoreError};
@@ -259,36 +258,6 @@ pub(super) async fn delete_all_for(
     Ok(json_response(StatusCode::OK, &n))
 }
 
-/// `paginationLinks.baseUrl`: `server.public_url`, else `scheme://Host` as the
-/// client (or a trusted proxy in front) sees it.
-pub(super) fn base_url(gw: &Gateway, headers: &HeaderMap, ctx: &RequestCtx) -> String {
-    if let Some(url) = &gw.public_url {
-        return url.clone();
-    }
-    let forwarded = |name| {
-        ctx.trusted_peer
-            .then(|| {
-                headers
-                    .get(name)
-                    .and_then(|v: &HeaderValue| v.to_str().ok())
-            })
-            .flatten()
-            .and_then(|v: &str| v.split(',').next())
-            .map(|v| v.trim().to_string())
-    };
-    let scheme = forwarded(&X_FORWARDED_PROTO).unwrap_or_else(|| ctx.scheme.to_string());
-    let host = forwarded(&X_FORWARDED_HOST).or_else(|| {
-        headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    });
-    match host {
-        Some(host) => format!("{scheme}://{host}"),
-        None => String::new(),
-    }
-}
-
 pub(super) async fn tokens_by_filter(
     gw: &Gateway,
     req: &Request<Incoming>,
@@ -302,7 +271,7 @@ pub(super) async fn tokens_by_filter(
         .filter(q.filter(), offset, q.limit)
         .await
         .map_err(store_failed)?;
-    let base = base_url(gw, req.headers(), ctx);
+    let base = ctx.public_base(req, gw.public_url.as_deref());
     let path = req.uri().path();
     let total_pages = page.total.div_ceil(q.limit);
     let next_page = if q.page + 1 < total_pages {

@@ -9,14 +9,16 @@
 //! token lifetimes and `path` decides which request paths are this API's.
 
 mod body;
-mod caller;
+pub(crate) mod caller;
 mod handlers;
 pub mod path;
 mod routes;
 mod types;
 pub mod validity;
 
-use http::header::{ALLOW, HeaderValue};
+use std::sync::OnceLock;
+
+use http::header::{ALLOW, CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -35,9 +37,54 @@ pub const API_ROOT: &str = "/rest/de.resolution.apitokenauth";
 /// Serves one management API request.
 pub async fn handle(gw: &Gateway, req: Request<Incoming>, ctx: &RequestCtx) -> Response<RespBody> {
     let live = gw.live.load_full();
-    match serve(gw, req, ctx, &live).await {
+    let mut resp = match serve(gw, req, ctx, &live).await {
         Ok(resp) => resp,
         Err(reply) => reply.into_response(),
+    };
+    // An answer may hold a plain token (the create answer) or someone's
+    // tokens: no browser or cache keeps it, and none reads it as anything
+    // but its type.
+    let headers = resp.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// What this API offers beyond the original app's, as its OpenAPI document
+/// says: the pages show a control only where the API has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Features {
+    /// `POST /user/token/{id}/rotate`.
+    pub rotate: bool,
+    /// `allowedIps` in the create request.
+    pub allowed_ips: bool,
+}
+
+pub fn features() -> Features {
+    static FEATURES: OnceLock<Features> = OnceLock::new();
+    *FEATURES.get_or_init(|| features_of(OPENAPI))
+}
+
+fn features_of(openapi: &str) -> Features {
+    let doc: serde_json::Value = serde_json::from_str(openapi).unwrap_or_default();
+    let rotate = doc["paths"].as_object().is_some_and(|paths| {
+        paths
+            .iter()
+            .any(|(path, item)| path.ends_with("/rotate") && item.get("post").is_some())
+    });
+    // The create request's schema, inline or by reference.
+    let mut schema = &doc["paths"]["/user/token"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    if let Some(name) = schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+    {
+        schema = &doc["components"]["schemas"][name];
+    }
+    Features {
+        rotate,
+        allowed_ips: schema["properties"].get("allowedIps").is_some(),
     }
 }
 
@@ -77,7 +124,7 @@ async fn serve(
     }
     let caller = authenticate(gw, req.headers(), ctx, live).await?;
     gw.auth
-        .permit(&caller.via, req.method(), ctx)
+        .permit(&caller.via, &req, ctx)
         .map_err(|r| r.reply())?;
     if matches!(caller.via, Caller::Token(_)) {
         gw.metrics.decision(Decision::Ok);
@@ -160,5 +207,38 @@ pub mod fuzzing {
             },
             link,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_follow_the_openapi_document() {
+        assert_eq!(
+            features_of(OPENAPI),
+            Features {
+                rotate: OPENAPI.contains("/rotate"),
+                allowed_ips: OPENAPI.contains("\"allowedIps\""),
+            }
+        );
+        let more = r##"{"paths": {"/user/token": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/C"}}}}}},
+            "/user/token/{id}/rotate": {"post": {}}},
+            "components": {"schemas": {"C": {"properties": {"allowedIps": {}}}}}}"##;
+        assert_eq!(
+            features_of(more),
+            Features {
+                rotate: true,
+                allowed_ips: true
+            }
+        );
+        assert_eq!(
+            features_of("not json"),
+            Features {
+                rotate: false,
+                allowed_ips: false
+            }
+        );
     }
 }

@@ -66,12 +66,36 @@ pub fn classify(path: &str) -> Target {
 /// does it name the API in another letter case? Most paths are plain and
 /// skip the slow path.
 fn needs_normalising(path: &str) -> bool {
-    let b = path.as_bytes();
-    b.iter().any(|&c| matches!(c, b'%' | b';' | b'\\'))
+    reads_otherwise(path)
+        || path
+            .as_bytes()
+            .windows(12)
+            .any(|w| w[0] | 0x20 == b'a' && w.eq_ignore_ascii_case(b"apitokenauth"))
+}
+
+/// Could the upstream read `path` as something other than its bytes say?
+fn reads_otherwise(path: &str) -> bool {
+    path.bytes().any(|c| matches!(c, b'%' | b';' | b'\\'))
         || path.contains("//")
         || path.contains("/.")
-        || b.windows(12)
-            .any(|w| w[0] | 0x20 == b'a' && w.eq_ignore_ascii_case(b"apitokenauth"))
+}
+
+/// What follows `root` in `path` (`""`, or from a `/` on) when the upstream
+/// would read `path` as `root` or a path under it, letter case ignored as
+/// for the API's root: the pages' row of the request flow. `root` is a plain
+/// path without a trailing `/`.
+pub fn under<'a>(path: &'a str, root: &str) -> Option<Cow<'a, str>> {
+    fn rest<'p>(path: &'p str, root: &str) -> Option<&'p str> {
+        let head = path.get(..root.len())?;
+        let tail = &path[root.len()..];
+        (head.eq_ignore_ascii_case(root) && (tail.is_empty() || tail.starts_with('/')))
+            .then_some(tail)
+    }
+    if !reads_otherwise(path) {
+        return rest(path, root).map(Cow::Borrowed);
+    }
+    let normal = normalize(path).ok()?;
+    rest(&normal, root).map(|r| Cow::Owned(r.to_string()))
 }
 
 /// `path` as the upstream will route it: decoded, parameters dropped, dot
@@ -209,6 +233,29 @@ mod tests {
             Target::Unsafe,
             "still changing after three rounds"
         );
+    }
+
+    #[test]
+    fn the_pages_are_found_in_any_spelling() {
+        let under = |p| under(p, "/tokengate").map(|r| r.into_owned());
+        assert_eq!(under("/tokengate").as_deref(), Some(""));
+        assert_eq!(under("/tokengate/").as_deref(), Some("/"));
+        assert_eq!(under("/tokengate/admin").as_deref(), Some("/admin"));
+        assert_eq!(under("/TokenGate/admin").as_deref(), Some("/admin"));
+        assert_eq!(under("/x/../tokengate/admin").as_deref(), Some("/admin"));
+        assert_eq!(under("/tokengate;a=b/admin").as_deref(), Some("/admin"));
+        assert_eq!(under("/%74okengate/assets/x").as_deref(), Some("/assets/x"));
+        assert_eq!(under("//tokengate").as_deref(), Some(""));
+        for other in [
+            "/",
+            "/tokengates",
+            "/tokengat",
+            "/rest/api/2/myself",
+            "/x/tokengate",
+            "/../tokengate",
+        ] {
+            assert_eq!(under(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! Who a management API caller is, asked of the upstream: the
-//! password check, admin status and user-key look-ups, for Jira and for
-//! Confluence. Answers are cached for `identity_cache_seconds`, keyed by a
-//! salted SHA-256 of the credentials — never the password itself.
+//! password check, the browser session check, admin status and user-key
+//! look-ups, for Jira and for Confluence. Answers are cached for
+//! `identity_cache_seconds`, keyed by a salted SHA-256 of the credentials
+//! (the `Authorization` value, or the `Cookie` header) — never the password
+//! or cookie itself.
 
 use std::sync::Arc;
 
 use base64::Engine;
-use http::header::{AUTHORIZATION, HeaderValue};
+use http::header::{AUTHORIZATION, COOKIE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::SessionCookie;
 use crate::clock::SharedClock;
 use crate::config::{AuthConfig, Config, Product, Secrets};
 use crate::proxy::{Fetched, ProxyError, Upstream};
@@ -56,6 +59,8 @@ pub enum ResolverError {
 pub enum Creds<'a> {
     /// The caller's own `Authorization` (password callers).
     Caller(&'a HeaderValue),
+    /// The caller's browser session with the upstream (its cookies).
+    Session(&'a SessionCookie),
     /// The configured lookup account (token callers).
     Lookup,
 }
@@ -112,12 +117,15 @@ impl IdentityResolver {
     }
 
     fn headers(&self, creds: Creds<'_>) -> Result<HeaderMap, IdentityError> {
-        let auth = match creds {
-            Creds::Caller(v) => v.clone(),
-            Creds::Lookup => self.lookup.clone().ok_or(IdentityError::NoLookupAccount)?,
-        };
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, auth);
+        match creds {
+            Creds::Caller(v) => h.insert(AUTHORIZATION, v.clone()),
+            Creds::Session(cookie) => h.insert(COOKIE, cookie.expose().clone()),
+            Creds::Lookup => h.insert(
+                AUTHORIZATION,
+                self.lookup.clone().ok_or(IdentityError::NoLookupAccount)?,
+            ),
+        };
         Ok(h)
     }
 
@@ -151,13 +159,34 @@ impl IdentityResolver {
         auth: &AuthConfig,
     ) -> Result<Arc<Identity>, IdentityError> {
         let key = self.cache_key(b"password", authorization.as_bytes());
+        self.who(key, Creds::Caller(authorization), auth).await
+    }
+
+    /// Asks the upstream who is logged in with the browser's cookies, with
+    /// the same endpoints a password is checked with; a session the upstream
+    /// does not know is [`IdentityError::BadCredentials`].
+    pub async fn by_session(
+        &self,
+        cookie: &SessionCookie,
+        auth: &AuthConfig,
+    ) -> Result<Arc<Identity>, IdentityError> {
+        let key = self.cache_key(b"session", cookie.expose().as_bytes());
+        self.who(key, Creds::Session(cookie), auth).await
+    }
+
+    /// Who `creds` are (key, name, admin status), cached under `key`.
+    async fn who(
+        &self,
+        key: [u8; 32],
+        creds: Creds<'_>,
+        auth: &AuthConfig,
+    ) -> Result<Arc<Identity>, IdentityError> {
         let now = self.clock.now_ms();
         if let Some((expires, id)) = self.cache.get(&key)
             && expires > now
         {
             return Ok(id);
         }
-        let creds = Creds::Caller(authorization);
         let (user_key, name) = match self.product {
             Product::Jira => {
                 let me = self

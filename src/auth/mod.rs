@@ -15,7 +15,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, HeaderValue};
+use http::header::{AUTHORIZATION, COOKIE, HeaderValue};
 
 use crate::metrics::Decision;
 use crate::store::{AuthEntry, StoreError};
@@ -40,6 +40,44 @@ impl PresentedToken<'_> {
 impl fmt::Debug for PresentedToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PresentedToken([REDACTED])")
+    }
+}
+
+/// The browser's session with the upstream: the request's `Cookie` header
+/// (several joined with `; `, as HTTP/2 may split them), sent to the
+/// upstream's "who am I" endpoint to learn who is logged in. A cookie is a
+/// credential: `Debug` redacts it and the value is marked sensitive.
+#[derive(Clone)]
+pub struct SessionCookie(HeaderValue);
+
+impl SessionCookie {
+    /// The request's cookies, if it sent any.
+    pub fn of(headers: &HeaderMap) -> Option<SessionCookie> {
+        let mut values = headers.get_all(COOKIE).iter().filter(|v| !v.is_empty());
+        let first = values.next()?;
+        let mut value = match values.next() {
+            None => first.clone(),
+            Some(second) => {
+                let mut joined = first.as_bytes().to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(b"; ");
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                HeaderValue::from_bytes(&joined).ok()?
+            }
+        };
+        value.set_sensitive(true);
+        Some(SessionCookie(value))
+    }
+
+    pub fn expose(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionCookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionCookie([REDACTED])")
     }
 }
 
@@ -274,6 +312,18 @@ mod tests {
     fn presented_token_debug_redacts() {
         let t = PresentedToken(Cow::Borrowed("tg_secret"));
         assert!(!format!("{t:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_session_cookie_is_every_cookie_joined_and_never_printed() {
+        assert!(SessionCookie::of(&HeaderMap::new()).is_none());
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("JSESSIONID=abc123"));
+        h.append(COOKIE, HeaderValue::from_static("seraph=x"));
+        let c = SessionCookie::of(&h).unwrap();
+        assert_eq!(c.expose().as_bytes(), b"JSESSIONID=abc123; seraph=x");
+        assert!(c.expose().is_sensitive());
+        assert!(!format!("{c:?}").contains("abc123"));
     }
 
     #[test]

@@ -20,24 +20,32 @@
 //!   lockout's 403;
 //! - every failure counts toward the address's quota (429 beyond it);
 //! - a READ_ONLY token may only read (GET, HEAD, OPTIONS), on the proxy path
-//!   and on the management API alike ([`Authenticator::permit`]).
+//!   and on the management API alike ([`Authenticator::permit`]);
+//! - on tokengate's own routes (the management API and the pages), a request
+//!   without `Authorization` is the browser's upstream session, from its
+//!   `Cookie` ([`Authenticator::identify_own`]); an `Authorization` header
+//!   always goes first. A session request that changes something must carry
+//!   `X-Atlassian-Token: no-check` and, when the browser names its origin,
+//!   come from the public origin: a page elsewhere cannot set that header on
+//!   a form, and a script elsewhere cannot send it without the browser
+//!   saying where it runs (CSRF).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderMap, Method, StatusCode};
+use http::header::{HeaderName, HeaderValue, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, Method, Request, StatusCode};
 
 use super::lockout::{FailureOutcome, Locked, Lockout, MIN_COUNTER_TTL_MS};
 use super::throttle::IpThrottle;
-use super::{Credential, PresentedToken, TokenRefusal, verify_entry};
+use super::{Credential, PresentedToken, SessionCookie, TokenRefusal, verify_entry};
 use crate::audit;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::ErrorReply;
 use crate::metrics::{Decision, Metrics};
-use crate::request::RequestCtx;
+use crate::request::{RequestCtx, same_origin};
 use crate::store::{AuthEntry, Scope, SharedFailures, StoreCell};
 use crate::token::TokenFormat;
 use crate::token::TokenHash;
@@ -46,6 +54,8 @@ static X_SERAPH_LOGIN_REASON: HeaderName = HeaderName::from_static("x-seraph-log
 pub static X_AUTH_DENIED_REASON: HeaderName =
     HeaderName::from_static("x-authentication-denied-reason");
 static X_AUSERNAME: HeaderName = HeaderName::from_static("x-ausername");
+/// Jira's own CSRF header: `no-check` says a script of the page sent the request.
+pub static X_ATLASSIAN_TOKEN: HeaderName = HeaderName::from_static("x-atlassian-token");
 
 /// Who is calling, as far as tokengate can tell by itself.
 #[derive(Debug)]
@@ -60,6 +70,11 @@ pub enum Caller {
     Password { user: String },
     /// A valid token.
     Token(Arc<AuthEntry>),
+    /// No `Authorization`, and cookies that may be a session with the
+    /// upstream, not judged yet: the identity check asks the upstream. Only
+    /// on tokengate's own routes ([`Authenticator::identify_own`]); on the
+    /// proxy path a cookie is the upstream's business.
+    Session(SessionCookie),
 }
 
 /// Why a request is refused. The reply follows from the variant.
@@ -69,6 +84,10 @@ pub enum Refusal {
     Unauthorized,
     /// No credentials where some are required (the management API).
     CredentialsRequired,
+    /// Cookies, but no session the upstream knows (logged out, expired):
+    /// no `WWW-Authenticate` challenge, which would make a browser ask for a
+    /// password instead of going to the login page.
+    SessionEnded,
     /// The user is locked out from this address.
     Locked { retry_after_secs: Option<u64> },
     /// The address used up its quota of failed attempts.
@@ -77,6 +96,9 @@ pub enum Refusal {
     ReadOnly,
     /// The token store is unavailable: fail closed.
     StoreUnavailable,
+    /// A session request that changes something without showing it came
+    /// from a page of this origin.
+    CrossSite,
 }
 
 impl Refusal {
@@ -89,6 +111,14 @@ impl Refusal {
                 ],
                 ..unauthorized()
             },
+            Refusal::SessionEnded => ErrorReply::client(
+                StatusCode::UNAUTHORIZED,
+                "Not logged in: the session has ended or is not known; log in again",
+            )
+            .with_header(
+                X_SERAPH_LOGIN_REASON.clone(),
+                HeaderValue::from_static("AUTHENTICATED_FAILED"),
+            ),
             Refusal::Locked { retry_after_secs } => {
                 let mut reply = ErrorReply::client(
                     StatusCode::FORBIDDEN,
@@ -117,6 +147,7 @@ impl Refusal {
                 "This token is read-only: it may only read (GET, HEAD and OPTIONS), not change anything",
             ),
             Refusal::StoreUnavailable => store_unavailable(),
+            Refusal::CrossSite => ErrorReply::client(StatusCode::FORBIDDEN, "XSRF check failed"),
         }
     }
 
@@ -175,6 +206,12 @@ pub struct Authenticator {
     /// did not answer.
     shared_resting_until: AtomicU64,
     rules: ArcSwap<Rules>,
+    /// `server.public_url`, whose origin a session request that changes
+    /// something must come from (else the scheme and host the client used).
+    public_url: Option<String>,
+    /// `ui.enabled`: the browser's session is read for the pages' sake;
+    /// without them, tokengate's routes take `Authorization` only.
+    sessions: bool,
     store: Arc<StoreCell>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -196,6 +233,9 @@ impl Authenticator {
             lockout: Lockout::new(clock.clone()),
             shared_resting_until: AtomicU64::new(0),
             rules: ArcSwap::from_pointee(Rules::of(config, throttle)),
+            public_url: Some(config.server.public_url.trim_end_matches('/').to_string())
+                .filter(|u| !u.is_empty()),
+            sessions: config.ui.enabled,
             store,
             clock,
             metrics,
@@ -271,19 +311,65 @@ impl Authenticator {
         }
     }
 
-    /// May `caller` use `method`? A READ_ONLY token only reads.
-    pub fn permit(&self, caller: &Caller, method: &Method, at: &RequestCtx) -> Result<(), Refusal> {
+    /// Who calls one of tokengate's own routes (the management API, the
+    /// pages): as [`identify`](Self::identify), and when there is no
+    /// `Authorization` header and the pages are on, the browser's cookies as
+    /// a session for the upstream to judge. `Authorization` always goes first.
+    pub async fn identify_own(
+        &self,
+        headers: &HeaderMap,
+        at: &RequestCtx,
+    ) -> Result<Caller, Refusal> {
+        match self.identify(headers, at).await? {
+            Caller::Anonymous if self.sessions => {
+                Ok(SessionCookie::of(headers).map_or(Caller::Anonymous, Caller::Session))
+            }
+            caller => Ok(caller),
+        }
+    }
+
+    /// May `caller` make `req`? A READ_ONLY token only reads; a browser
+    /// session changes something only from a page of the public origin.
+    pub fn permit<B>(
+        &self,
+        caller: &Caller,
+        req: &Request<B>,
+        at: &RequestCtx,
+    ) -> Result<(), Refusal> {
+        let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         match caller {
-            Caller::Token(entry)
-                if entry.scope == Scope::ReadOnly
-                    && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) =>
-            {
+            Caller::Token(entry) if entry.scope == Scope::ReadOnly && !reads => {
                 self.metrics.decision(Decision::ReadOnly);
                 audit::auth_failed(at, None, Some(entry), "read_only_scope");
                 Err(Refusal::ReadOnly)
             }
+            Caller::Session(_) if !reads && !self.sent_by_own_page(req, at) => {
+                audit::auth_failed(at, None, None, "xsrf_check_failed");
+                Err(Refusal::CrossSite)
+            }
             _ => Ok(()),
         }
+    }
+
+    /// Jira's rule for a session request that changes something: the header
+    /// `X-Atlassian-Token: no-check`, which a form cannot send and a script
+    /// elsewhere cannot send without the browser asking this origin first
+    /// (tokengate allows no other origin); and, when the browser names the
+    /// origin it comes from, the public origin.
+    fn sent_by_own_page<B>(&self, req: &Request<B>, at: &RequestCtx) -> bool {
+        let headers = req.headers();
+        let no_check = headers
+            .get(&X_ATLASSIAN_TOKEN)
+            .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"no-check"));
+        let mut origins = headers.get_all(ORIGIN).iter();
+        let origin_ok = match (origins.next(), origins.next()) {
+            (None, _) => true,
+            (Some(origin), None) => origin.to_str().is_ok_and(|origin| {
+                same_origin(origin, &at.public_base(req, self.public_url.as_deref()))
+            }),
+            (Some(_), Some(_)) => false,
+        };
+        no_check && origin_ok
     }
 
     /// May a password caller's request be forwarded for the upstream to

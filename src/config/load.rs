@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::schema::{
     AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, ServerConfig, StoreBackend,
-    TokensConfig, UpstreamConfig, default_admin_groups,
+    TokensConfig, UiConfig, UpstreamConfig, default_admin_groups,
 };
 use super::{ConfigError, Problem, Warning};
 use crate::secret::Secret;
@@ -373,6 +373,7 @@ const SECTIONS: &[(&str, CheckFn)] = &[
     ("tokens", check_as::<TokensConfig>),
     ("auth", check_as::<AuthConfig>),
     ("log", check_as::<LogConfig>),
+    ("ui", check_as::<UiConfig>),
 ];
 
 fn remove_key(doc: &mut DeTable<'_>, section: &str, key: &str) {

@@ -22,6 +22,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub ui: UiConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -253,6 +254,35 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
         }
+    }
+}
+
+/// tokengate's own pages (the tokens of the browser's user, and an admin
+/// console), served on the public listener under `path`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    pub enabled: bool,
+    /// Where the pages are: `/tokengate` serves `/tokengate/` and
+    /// `/tokengate/admin`; never forwarded while `enabled`.
+    pub path: String,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/tokengate".into(),
+        }
+    }
+}
+
+impl UiConfig {
+    /// The pages' root without a trailing `/`, when they are served.
+    pub fn root(&self) -> Option<String> {
+        self.enabled
+            .then(|| self.path.trim_end_matches('/').to_string())
     }
 }
 

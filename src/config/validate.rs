@@ -21,6 +21,7 @@ impl Config {
         credentials(self, &mut Table::new("upstream.credentials", &mut out));
         tokens(self, &mut Table::new("tokens", &mut out));
         log(self, &mut Table::new("log", &mut out));
+        ui(self, &mut Table::new("ui", &mut out));
         out
     }
 
@@ -271,6 +272,43 @@ fn log(c: &Config, t: &mut Table<'_>) {
     }
 }
 
+/// The pages' path is a plain absolute path of its own: tokengate answers
+/// everything under it, so it must not take over the upstream's REST API
+/// (where its login check and the management API live) or the whole site.
+fn ui(c: &Config, t: &mut Table<'_>) {
+    let path = c.ui.path.trim_end_matches('/');
+    let plain = path.starts_with('/')
+        && path[1..].split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+        });
+    if !plain {
+        t.bad(
+            "path",
+            format!(
+                "{:?} is not a path like \"/tokengate\": it must start with '/', not be '/' alone, and hold only letters, digits and -._~ between the slashes",
+                c.ui.path
+            ),
+        );
+    } else if path.eq_ignore_ascii_case("/rest")
+        || path
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("/rest/"))
+    {
+        t.bad(
+            "path",
+            format!(
+                "{:?} is under /rest, the upstream's REST API; choose a path of its own such as \"/tokengate\"",
+                c.ui.path
+            ),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +432,32 @@ mod tests {
             ))
             .is_empty()
         );
+    }
+
+    #[test]
+    fn the_pages_path_is_a_plain_path_of_its_own() {
+        let said = |path: &str| problems(&format!("[ui]\npath = \"{path}\"\n"));
+        for good in ["/tokengate", "/tokengate/", "/x/api-tokens", "/T_1.~"] {
+            assert!(said(good).is_empty(), "{good}");
+        }
+        for bad in [
+            "",
+            "/",
+            "tokengate",
+            "/a//b",
+            "/a/../b",
+            "/a b",
+            "/a%2fb",
+            "/a;b",
+        ] {
+            let p = said(bad);
+            assert_eq!(p.len(), 1, "{bad}: {p:?}");
+            assert!(p[0].starts_with("[ui] path: "), "{p:?}");
+        }
+        for rest in ["/rest", "/REST/tokens", "/rest/de.resolution.apitokenauth"] {
+            assert!(said(rest)[0].contains("under /rest"), "{rest}");
+        }
+        assert!(problems("[ui]\nenabled = false\n").is_empty());
     }
 
     #[test]

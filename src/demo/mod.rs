@@ -69,6 +69,7 @@ pub async fn run(
     config.upstream.credentials.secret_env = SECRET_VAR.into();
     config.tokens.store_path = store_dir.join("tokens.sled");
     config.auth.admin_groups = default_admin_groups(product);
+    let pages = config.ui.root().unwrap_or_default();
     let options = Options {
         env: Arc::new(move |var| match var {
             SECRET_VAR => Some(secret.clone()),
@@ -89,6 +90,7 @@ pub async fn run(
         running.admin_addr(),
         &upstream.url(),
         product,
+        &pages,
     );
     shutdown.await;
     running.stop().await;
@@ -108,7 +110,13 @@ fn temp_store_dir() -> Result<PathBuf, DemoError> {
     Ok(dir)
 }
 
-fn print_intro(addr: SocketAddr, admin: Option<SocketAddr>, upstream: &str, product: Product) {
+fn print_intro(
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    upstream: &str,
+    product: Product,
+    pages: &str,
+) {
     let gw = format!("http://{addr}");
     let admin = admin.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
     let api = format!("{gw}/rest/de.resolution.apitokenauth/latest");
@@ -120,6 +128,7 @@ fn print_intro(addr: SocketAddr, admin: Option<SocketAddr>, upstream: &str, prod
         r#"
 tokengate demo
   gateway:      {gw}
+  token pages:  {gw}{pages}/  (in a browser: log in as alice/alice; admin/admin also sees {gw}{pages}/admin)
   upstream:     {upstream} (a simulated {product:?})
   users:        admin/admin (a system administrator), alice/alice and bob/bob
   health:       {admin}/healthz

@@ -4,7 +4,9 @@
 //! access tokens, header-based SSO behind a shared secret, a CAPTCHA after
 //! repeated failed logins, and session cookies: as Jira does, a login by
 //! password or by trusted header answers with `Set-Cookie: JSESSIONID`, and
-//! that cookie alone logs the next request in.
+//! that cookie alone logs the next request in. A browser logs in on the
+//! login page (`/login.jsp` on Jira, `/login.action` on Confluence), which
+//! sends it back to `os_destination`.
 //!
 //! Every request it receives is recorded, so tests can prove what reached
 //! the upstream and what did not.
@@ -303,7 +305,7 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Who {
 fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| {
+        (percent_encoding::percent_decode_str(k).decode_utf8_lossy() == name).then(|| {
             percent_encoding::percent_decode_str(v)
                 .decode_utf8_lossy()
                 .into_owned()
@@ -343,11 +345,12 @@ fn confluence_user(u: &SimUser) -> Value {
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    // Read (and drop) the body so uploads are consumed like a real server would.
-    let body_len = match body.collect().await {
-        Ok(b) => b.to_bytes().len(),
-        Err(_) => 0,
+    // Read the body so uploads are consumed like a real server would.
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
     };
+    let body_len = body.len();
     // The load balancer's health check answers before any login is looked
     // at, whatever credentials come with it (as a public page does).
     let who = if parts.uri.path() == "/status" {
@@ -395,22 +398,17 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
             );
             r
         }
+        Who::Anonymous | Who::User(_) | Who::Session(_)
+            if parts.uri.path() == login_path(state.config.product) =>
+        {
+            login_page(state, &parts.method, parts.uri.query(), &body)
+        }
         Who::Anonymous | Who::User(_) | Who::Session(_) => {
             route(state, &parts.method, &parts.uri, user.as_ref(), body_len)
         }
     };
     if let Who::User(u) = &who {
-        // A login that worked: Seraph says so, and a session starts.
-        resp.headers_mut()
-            .insert("x-seraph-loginreason", HeaderValue::from_static("OK"));
-        let id = format!("{:032x}", rand::random::<u128>());
-        if let Ok(v) = HeaderValue::from_str(&format!("JSESSIONID={id}; Path=/; HttpOnly")) {
-            resp.headers_mut().append(http::header::SET_COOKIE, v);
-        }
-        let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if sessions.len() < MAX_SEEN {
-            sessions.insert(id, u.name.clone());
-        }
+        start_session(state, &mut resp, u);
     }
     let name = user
         .as_ref()
@@ -420,6 +418,123 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         resp.headers_mut().insert("x-ausername", v);
     }
     resp
+}
+
+/// A login that worked: Seraph says so, and a session starts.
+fn start_session(state: &State, resp: &mut Response<Full<Bytes>>, u: &SimUser) {
+    resp.headers_mut()
+        .insert("x-seraph-loginreason", HeaderValue::from_static("OK"));
+    let id = format!("{:032x}", rand::random::<u128>());
+    if let Ok(v) = HeaderValue::from_str(&format!("JSESSIONID={id}; Path=/; HttpOnly")) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if sessions.len() < MAX_SEEN {
+        sessions.insert(id, u.name.clone());
+    }
+}
+
+/// Where the product's login page is.
+pub fn login_path(product: Product) -> &'static str {
+    match product {
+        Product::Jira => "/login.jsp",
+        Product::Confluence => "/login.action",
+    }
+}
+
+/// The login page: a form (GET), and the login it posts (`os_username`,
+/// `os_password`, `os_destination`, form-encoded, as on Jira), which starts
+/// a session and sends the browser to `os_destination` — a path on this
+/// site only, as Jira allows.
+fn login_page(
+    state: &State,
+    method: &Method,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let product = state.config.product;
+    if *method != Method::POST {
+        let destination = query_param(query.unwrap_or(""), "os_destination").unwrap_or_default();
+        return login_form(product, &destination, None, StatusCode::OK);
+    }
+    let form = String::from_utf8_lossy(body).replace('+', " ");
+    let field = |name| query_param(&form, name).unwrap_or_default();
+    let (name, password, destination) = (
+        field("os_username"),
+        field("os_password"),
+        field("os_destination"),
+    );
+    let user = state.config.users.iter().find(|u| {
+        u.name.eq_ignore_ascii_case(&name)
+            && bool::from(u.password.as_bytes().ct_eq(password.as_bytes()))
+    });
+    let Some(user) = user else {
+        return login_form(
+            product,
+            &destination,
+            Some("Sorry, your username and password are incorrect - please try again."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let back = if destination.starts_with('/')
+        && !destination.starts_with("//")
+        && !destination.contains('\\')
+    {
+        destination
+    } else {
+        "/".to_string()
+    };
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(&back) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    start_session(state, &mut resp, user);
+    resp
+}
+
+fn login_form(
+    product: Product,
+    destination: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response<Full<Bytes>> {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let title = match product {
+        Product::Jira => "Simulated Jira",
+        Product::Confluence => "Simulated Confluence",
+    };
+    let error = error
+        .map(|e| format!("<p id=\"login-error\" role=\"alert\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Log in - {title}</title></head>
+<body><main><h1>Log in to the {title}</h1>{error}
+<form method="post" action="{action}">
+<input type="hidden" name="os_destination" value="{destination}">
+<p><label for="login-form-username">Username</label> <input id="login-form-username" name="os_username" autocomplete="username"></p>
+<p><label for="login-form-password">Password</label> <input id="login-form-password" name="os_password" type="password" autocomplete="current-password"></p>
+<p><button id="login-form-submit" type="submit">Log in</button></p>
+</form><p>Users: admin/admin, alice/alice, bob/bob.</p></main></body></html>
+"#,
+        action = login_path(product),
+        destination = escape(destination),
+    );
+    let mut r = Response::new(Full::new(Bytes::from(html)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html;charset=UTF-8"),
+    );
+    r
 }
 
 fn route(
@@ -449,6 +564,17 @@ fn route(
     };
     match (cfg.product, method.as_str(), path) {
         (_, "GET", "/status") => json_reply(StatusCode::OK, json!({"state": "RUNNING"})),
+        (_, "GET", "/" | "/secure/Dashboard.jspa") => {
+            let who = user.map_or("nobody (anonymous)", |u| u.name.as_str());
+            let mut r = Response::new(Full::new(Bytes::from(format!(
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Dashboard</title></head><body><main><h1>Dashboard</h1><p>Logged in as {who}.</p></main></body></html>\n"
+            ))));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html;charset=UTF-8"),
+            );
+            r
+        }
         (Product::Jira, "GET", "/rest/api/2/serverInfo") => json_reply(
             StatusCode::OK,
             json!({"baseUrl": base, "version": "9.12.0", "deploymentType": "Server", "serverTitle": "Simulated Jira"}),

@@ -54,9 +54,7 @@ static UNTRUSTED_ORIGIN_HEADERS: [HeaderName; 7] = [
     HeaderName::from_static("x-forwarded-ssl"),
 ];
 
-pub use crate::net::X_FORWARDED_FOR;
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub use crate::net::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 static X_FORWARDED: [HeaderName; 3] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),

@@ -10,7 +10,7 @@ use tokengate::config::Config;
 use tokengate::demo::sim::{Seen, SimConfig, SimUpstream, SimUser, TrustedHeader};
 
 use super::caller::Gateway;
-use super::{client, options, secrets, test_config};
+use super::{PostForm, client, options, secrets, test_config};
 
 /// 2026-11-30T00:00:00Z: the manual clock's start.
 pub const T0: u64 = 1_796_000_000_000;
@@ -167,6 +167,38 @@ impl JiraSetup {
             .create_token(json!({"tokenDescription": format!("token of {user}")}))
             .await;
         v["plainTextToken"].as_str().unwrap().to_string()
+    }
+}
+
+impl JiraSetup {
+    /// Logs `user` (password = username) in on the product's login page,
+    /// through the gateway as a browser would: the `Cookie` value of the
+    /// session it starts (`JSESSIONID=...`).
+    pub async fn session(&self, user: &str) -> String {
+        let login = tokengate::demo::sim::login_path(self.config.upstream.product);
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(self.url(login))
+            .form_fields(&[
+                ("os_username", user),
+                ("os_password", user),
+                ("os_destination", "/"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 302, "the login of {user}");
+        let set = resp.headers()["set-cookie"].to_str().unwrap();
+        set.split(';').next().unwrap().to_string()
+    }
+
+    /// A caller with `user`'s browser session and no `Authorization`.
+    pub async fn in_browser(&self, user: &str) -> super::caller::Caller {
+        let cookie = self.session(user).await;
+        self.anonymous().header("cookie", cookie)
     }
 }
 

@@ -129,3 +129,30 @@ pub async fn gateway_for(
     tweak(&mut config);
     (start(config).await, dir)
 }
+
+/// `fields` as an `application/x-www-form-urlencoded` body, as a browser posts a form.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A request builder that posts a form.
+pub trait PostForm {
+    fn form_fields(self, fields: &[(&str, &str)]) -> Self;
+}
+
+impl PostForm for reqwest::RequestBuilder {
+    fn form_fields(self, fields: &[(&str, &str)]) -> Self {
+        self.header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(fields))
+    }
+}

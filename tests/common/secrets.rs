@@ -1,7 +1,7 @@
 //! Every test binary that starts a gateway or a simulated upstream logs
 //! everything, at `trace` for every crate, into a scanner that aborts the
-//! test binary when a line holds a token, a password or an `Authorization`
-//! value; panic messages are scanned the same way. The lines themselves are
+//! test binary when a line holds a token, a password, an `Authorization`
+//! value or a session cookie; panic messages are scanned the same way. The lines themselves are
 //! dropped after the scan.
 
 use std::io::Write;
@@ -82,6 +82,13 @@ pub fn find_secret(text: &str) -> Option<&'static str> {
         let decoded = base64::engine::general_purpose::STANDARD.decode(value.as_bytes());
         if decoded.is_ok_and(|d| d.contains(&b':')) {
             return Some("an Authorization value");
+        }
+    }
+    for (at, _) in text.match_indices("JSESSIONID=") {
+        // The simulated upstream's sessions are 32 hex digits.
+        let value = &text[at + 11..];
+        if value.bytes().take_while(u8::is_ascii_hexdigit).count() >= 16 {
+            return Some("a session cookie");
         }
     }
     for (at, _) in text.match_indices("Bearer ") {
