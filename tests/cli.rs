@@ -95,7 +95,7 @@ fn the_shipped_proxy_toml_documents_every_key() {
     );
 }
 
-fn tables() -> [&'static str; 6] {
+fn tables() -> [&'static str; 7] {
     [
         "server",
         "upstream",
@@ -103,6 +103,7 @@ fn tables() -> [&'static str; 6] {
         "tokens",
         "auth",
         "log",
+        "notify",
     ]
 }
 
