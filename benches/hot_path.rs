@@ -161,7 +161,7 @@ fn hot_path(c: &mut Criterion) {
                 })
             });
         }
-        let kept = vec![kept[0].0.clone()];
+        let kept = [kept[0].0.clone()];
         let mut bad = kept[0].clone();
         bad.replace_range(10..11, if &bad[10..11] == "a" { "b" } else { "a" });
         let malformed = bearer(&bad);

@@ -459,7 +459,7 @@ impl Authenticator {
                 // and a stranger must not lock them out with it).
                 self.metrics.decision(refusal.decision());
                 audit::auth_failed(at, user, refusal.entry(), refusal.reason());
-                Err(self.address_failed(&rules, at))
+                Err(self.address_failed(rules, at))
             }
             Err(refusal) => {
                 let entry = refusal.entry();

@@ -132,7 +132,7 @@ pub struct Header {
 #[serde(untagged)]
 enum Line {
     Header(Header),
-    Token(Exported),
+    Token(Box<Exported>),
 }
 
 #[derive(Debug, thiserror::Error)]
