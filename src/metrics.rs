@@ -46,7 +46,7 @@ pub struct NoticeLabels {
     /// `created` or `expiry`.
     pub event: &'static str,
     /// `sent`, `failed` (to be tried again), `skipped` (the owner has no
-    /// mail address) or `dropped` (the queue was full, or retries ran out).
+    /// mail address) or `dropped` (its retries ran out).
     pub outcome: &'static str,
 }
 
