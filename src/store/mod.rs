@@ -446,10 +446,8 @@ impl Store {
             // back with its grace end as its expiry.
             Ok(Some(rotated)) => rotated.replaced.iter().for_each(|h| self.cache.forget(h)),
             Ok(None) => {}
-            Err(_) => {
-                self.cache.forget_all();
-                self.cache.forget(&new_hash);
-            }
+            // Whether the old secret still works is unknown: nothing cached is trusted.
+            Err(_) => self.cache.forget_all(),
         }
         let rotated = self.counted("rotate", outcome)?;
         Ok(rotated.map(|r| self.with_access(r.record)))
