@@ -42,7 +42,9 @@ use serde_json::Value;
 use tokengate::clock::SystemClock;
 use tokengate::config::{Config, StoreBackend};
 use tokengate::demo::sim::{SimConfig, SimUpstream, TrustedHeader};
-use tokengate::store::{NewToken, PostgresBackend, PostgresSettings, Scope, Store, TokenRecord};
+use tokengate::store::{
+    AllowedIps, NewToken, PostgresBackend, PostgresSettings, Scope, Store, TokenRecord,
+};
 use tokengate::token::{TokenFormat, TokenHash};
 use tokengate::{Options, Running};
 
@@ -202,6 +204,9 @@ fn record(id: u64, hash: TokenHash, user: u64) -> TokenRecord {
         valid_until: 0,
         last_accessed: 0,
         scope: Scope::ReadWrite,
+        allowed_ips: AllowedIps::default(),
+        last_accessed_from: None,
+        previous: None,
     }
 }
 
@@ -537,6 +542,7 @@ fn revocation(server: &str) {
                     created: 1,
                     valid_until: 0,
                     scope: Scope::ReadWrite,
+                    allowed_ips: AllowedIps::default(),
                 },
                 0,
             ))
@@ -749,6 +755,7 @@ fn concurrent_creators(server: &str) {
                                 created: 1,
                                 valid_until: 0,
                                 scope: Scope::ReadWrite,
+                                allowed_ips: AllowedIps::default(),
                             },
                             0,
                         )

@@ -29,6 +29,7 @@ async fn create_one(store: &Store, format: &TokenFormat) {
                 created: 1,
                 valid_until: 2,
                 scope: Scope::ReadWrite,
+                allowed_ips: Default::default(),
             },
             50,
         )

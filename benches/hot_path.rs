@@ -1,8 +1,10 @@
 //! The token hot path: read the `Authorization` header, check the checksum,
 //! SHA-256, the token from memory (`Store::cached`: tokens in use are
-//! cached), expiry and owner (`auth::verify_entry`) — with 1,000 and with
-//! 1,000,000 tokens in the store; the rejection of a malformed token; and of
-//! an unknown token, which misses the cache and costs one backend lookup.
+//! cached), expiry, owner and client address (`auth::verify_entry`) — with
+//! 1,000 and with 1,000,000 tokens in the store; the same for tokens with
+//! `allowedIps` (one network, and 32 where the client is in the last); the
+//! address check alone; the rejection of a malformed token; and of an
+//! unknown token, which misses the cache and costs one backend lookup.
 //!
 //! `cargo bench --bench hot_path`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,22 +15,40 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderValue};
+use std::net::IpAddr;
 use tokengate::auth::{self, Credential};
-use tokengate::store::{Scope, SledBackend, SledEngine, Store, TokenRecord};
+
+use tokengate::store::{AllowedIps, Scope, SledBackend, SledEngine, Store, TokenRecord};
 use tokengate::token::{TokenFormat, TokenHash};
 use tokio::runtime::Runtime;
 
 const T0: u64 = 1_796_000_000_000;
 
-/// A store of `n` tokens, every 1000th of which is one of `kept`.
-fn store_with(dir: &std::path::Path, n: u64, kept: &[TokenHash]) -> Store {
+/// The client of every measured request.
+const CLIENT: [u8; 4] = [198, 51, 100, 77];
+
+/// `count` networks, of which only the last holds [`CLIENT`].
+fn nets(count: u8) -> AllowedIps {
+    AllowedIps::from_nets((0..count).map(|i| {
+        let entry = if i + 1 == count {
+            "198.51.100.0/24".to_string()
+        } else {
+            format!("10.{i}.0.0/16")
+        };
+        AllowedIps::parse_entry(&entry).unwrap()
+    }))
+}
+
+/// A store of `n` tokens, every 250th of which is one of `kept` (with its
+/// `allowedIps`).
+fn store_with(dir: &std::path::Path, n: u64, kept: &[(TokenHash, AllowedIps)]) -> Store {
     let format = TokenFormat::new("tg");
     let engine = SledEngine::open(&dir.join("tokens.sled")).unwrap();
     let mut batch = Vec::with_capacity(10_000);
     for i in 0..n {
-        let hash = match kept.get((i / 1000) as usize) {
-            Some(h) if i % 1000 == 0 => *h,
-            _ => format.generate().unwrap().hash(),
+        let (hash, allowed_ips) = match kept.get((i / 250) as usize) {
+            Some((h, a)) if i % 250 == 0 => (*h, a.clone()),
+            _ => (format.generate().unwrap().hash(), AllowedIps::default()),
         };
         batch.push(TokenRecord {
             id: i + 1,
@@ -41,6 +61,9 @@ fn store_with(dir: &std::path::Path, n: u64, kept: &[TokenHash]) -> Store {
             valid_until: T0 + 86_400_000,
             last_accessed: 0,
             scope: Scope::ReadWrite,
+            allowed_ips,
+            last_accessed_from: None,
+            previous: None,
         });
         if batch.len() == batch.capacity() {
             engine.restore(&batch).unwrap();
@@ -77,7 +100,7 @@ fn verify(headers: &HeaderMap, format: &TokenFormat, store: &Store, rt: &Runtime
                 Some(entry) => Some(entry),
                 None => rt.block_on(store.lookup(&hash)).unwrap(),
             };
-            auth::verify_entry(found, user.as_deref(), T0).is_ok()
+            auth::verify_entry(found, user.as_deref(), T0, IpAddr::from(CLIENT)).is_ok()
         }
         _ => false,
     }
@@ -97,25 +120,48 @@ fn hot_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for &n in &sizes {
         // The requests are made before the bulk load, so that at every size
-        // they sit in memory alike and only the store differs.
-        let kept: Vec<String> = (0..n.div_ceil(1000))
-            .map(|_| format.generate().unwrap().expose().to_string())
+        // they sit in memory alike and only the store differs. A quarter of
+        // the kept tokens are unrestricted, a quarter allow one network, a
+        // quarter 32 (the client in the last); the rest are unrestricted.
+        let per_kind = n.div_ceil(1000) as usize;
+        let kept: Vec<(String, AllowedIps)> = [AllowedIps::default(), nets(1), nets(32)]
+            .iter()
+            .flat_map(|a| (0..per_kind).map(move |_| a.clone()))
+            .map(|a| (format.generate().unwrap().expose().to_string(), a))
             .collect();
-        let requests: Vec<HeaderMap> = kept.iter().map(|t| bearer(t)).collect();
-        let hashes: Vec<TokenHash> = kept.iter().map(|t| TokenHash::of(t)).collect();
+        let hashes: Vec<(TokenHash, AllowedIps)> = kept
+            .iter()
+            .map(|(t, a)| (TokenHash::of(t), a.clone()))
+            .collect();
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let store = store_with(dir.path(), n, &hashes);
+        let kinds: Vec<Vec<HeaderMap>> = kept
+            .chunks(per_kind)
+            .map(|c| c.iter().map(|(t, _)| bearer(t)).collect())
+            .collect();
         // The first round reads every token from the backend and caches it,
         // as the first request with a token does; the measured ones hit.
-        assert!(requests.iter().all(|h| verify(h, &format, &store, &rt)));
-        assert!(hashes.iter().all(|h| store.cached(h).is_some()));
-        let mut i = 0;
-        group.bench_with_input(BenchmarkId::new("verify_valid_token", n), &n, |b, _| {
-            b.iter(|| {
-                i = (i + 1) % requests.len();
-                black_box(verify(black_box(&requests[i]), &format, &store, &rt))
-            })
-        });
+        for requests in &kinds {
+            assert!(requests.iter().all(|h| verify(h, &format, &store, &rt)));
+        }
+        assert!(hashes.iter().all(|(h, _)| store.cached(h).is_some()));
+        for (name, requests) in [
+            "verify_valid_token",
+            "verify_valid_token_1_allowed_net",
+            "verify_valid_token_32_allowed_nets",
+        ]
+        .into_iter()
+        .zip(&kinds)
+        {
+            let mut i = 0;
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    i = (i + 1) % requests.len();
+                    black_box(verify(black_box(&requests[i]), &format, &store, &rt))
+                })
+            });
+        }
+        let kept = [kept[0].0.clone()];
         let mut bad = kept[0].clone();
         bad.replace_range(10..11, if &bad[10..11] == "a" { "b" } else { "a" });
         let malformed = bearer(&bad);
@@ -126,6 +172,22 @@ fn hot_path(c: &mut Criterion) {
         let unknown = bearer(format.generate().unwrap().expose());
         group.bench_with_input(BenchmarkId::new("reject_unknown_token", n), &n, |b, _| {
             b.iter(|| black_box(verify(black_box(&unknown), &format, &store, &rt)))
+        });
+    }
+    group.finish();
+    // The address check alone, as the hot path runs it on a cached entry.
+    let mut group = c.benchmark_group("allowed_ips_check");
+    let client = IpAddr::from(CLIENT);
+    for count in [0u8, 1, 4, 32] {
+        let allowed = if count == 0 {
+            AllowedIps::default()
+        } else {
+            nets(count)
+        }
+        .nets();
+        assert!(allowed.permits(client));
+        group.bench_with_input(BenchmarkId::new("nets", count), &count, |b, _| {
+            b.iter(|| black_box(black_box(&allowed).permits(black_box(client))))
         });
     }
     group.finish();

@@ -45,6 +45,9 @@ fn filled(dir: &std::path::Path, n: u64) -> SledEngine {
             } else {
                 Scope::ReadOnly
             },
+            allowed_ips: Default::default(),
+            last_accessed_from: None,
+            previous: None,
         });
         if batch.len() == 1_000 {
             engine.restore(&batch).unwrap();

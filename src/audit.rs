@@ -66,6 +66,7 @@ pub fn token_created(at: &RequestCtx, token: &TokenRecord, by_user_key: &str) {
         by_user_key,
         valid_until = token.valid_until,
         scope = token.scope.code(),
+        allowed_ips = token.allowed_ips.len(),
         client_ip = %at.client_ip,
         request_id = at.request_id(),
         "token created"
@@ -81,6 +82,21 @@ pub fn token_updated(at: &RequestCtx, token_id: u64, user_key: &str) {
         client_ip = %at.client_ip,
         request_id = at.request_id(),
         "token description changed"
+    );
+}
+
+/// A token got a new secret; the old one works for `grace_seconds` more.
+pub fn token_rotated(at: &RequestCtx, token: &TokenRecord, grace_seconds: u64, by_user_key: &str) {
+    tracing::info!(
+        target: "audit",
+        event = "token_rotated",
+        token_id = token.id,
+        user_key = %token.user_key,
+        by_user_key,
+        grace_seconds,
+        client_ip = %at.client_ip,
+        request_id = at.request_id(),
+        "token rotated"
     );
 }
 

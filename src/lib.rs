@@ -19,6 +19,7 @@ pub mod header_names;
 mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod proxy;
 pub mod request;
 pub mod secret;

@@ -14,6 +14,7 @@ use crate::auth::policy::Authenticator;
 use crate::config::{Config, StoreBackend};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
+use crate::notify;
 use crate::proxy::{self, Upstream};
 use crate::state::{Gateway, Live};
 use crate::store::{StoreCell, StoreError};
@@ -44,6 +45,8 @@ struct Built {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Why the store did not open, when it did not.
     store_problem: Option<String>,
+    /// Where the management API queues created tokens for the notifier.
+    notices: notify::Receiver,
 }
 
 /// Builds the gateway's shared state: upstream clients, the settings a
@@ -93,6 +96,7 @@ async fn build(
             Arc::new(StoreCell::closed(&e))
         }
     };
+    let (queue, notices) = notify::Queue::new();
     let worker_upstreams = (0..config.worker_count())
         .map(|_| Upstream::with_tls(config, client_tls.clone()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -108,12 +112,14 @@ async fn build(
             .filter(|u| !u.is_empty()),
         max_api_body: config.server.max_api_body_bytes,
         pages: config.ui.root(),
+        notices: queue,
     });
     Ok(Built {
         gateway,
         worker_upstreams,
         tls,
         store_problem,
+        notices,
     })
 }
 
@@ -157,6 +163,7 @@ fn serve(
         worker_upstreams,
         tls,
         store_problem,
+        notices,
     } = built;
     let limits = server::Limits {
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
@@ -172,6 +179,7 @@ fn serve(
         .as_ref()
         .map(|(_, a)| format!("http://{a}/readyz"));
     let housekeeping = tokio::spawn(housekeeping(gateway.clone(), shutdown.clone(), readyz));
+    let notifier = tokio::spawn(notify::run(gateway.clone(), notices, shutdown.clone()));
     let opener = store_problem.map(|problem| {
         tokio::spawn(keep_opening(
             gateway.clone(),
@@ -229,6 +237,7 @@ fn serve(
             admin_task,
             connections,
             housekeeping,
+            notifier,
             opener,
             grace,
         },
@@ -251,6 +260,7 @@ struct Stopping {
     admin_task: Option<tokio::task::JoinHandle<()>>,
     connections: TaskTracker,
     housekeeping: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
     opener: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
 }
@@ -273,6 +283,7 @@ async fn shut_down(s: Stopping, shutdown: CancellationToken) {
     }
     drain(&s.connections, s.grace).await;
     let _ = s.housekeeping.await;
+    let _ = s.notifier.await;
     if let Some(opener) = s.opener {
         // Returns once an attempt in progress is over: a store it opened is closed below.
         let _ = opener.await;

@@ -39,6 +39,23 @@ pub struct CauseLabels {
     pub cause: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoticeLabels {
+    /// `webhook` or `mail`.
+    pub channel: &'static str,
+    /// `created` or `expiry`.
+    pub event: &'static str,
+    /// `sent`, `failed` (to be tried again), `skipped` (the owner has no
+    /// mail address) or `dropped` (its retries ran out).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WithinLabels {
+    /// `7d` or `30d`.
+    pub within: &'static str,
+}
+
 /// What the token store counts: failed calls by operation, cache entries
 /// invalidated by cause, and how long another gateway's change took to
 /// arrive here.
@@ -107,10 +124,11 @@ pub enum Decision {
     OtherScheme,
     OtherSchemeRefused,
     StoreUnavailable,
+    IpNotAllowed,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 13] = [
+    pub const ALL: [Decision; 14] = [
         Decision::Ok,
         Decision::Invalid,
         Decision::Expired,
@@ -124,6 +142,7 @@ impl Decision {
         Decision::OtherScheme,
         Decision::OtherSchemeRefused,
         Decision::StoreUnavailable,
+        Decision::IpNotAllowed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -141,6 +160,7 @@ impl Decision {
             Decision::OtherScheme => "other_scheme",
             Decision::OtherSchemeRefused => "other_scheme_refused",
             Decision::StoreUnavailable => "store_unavailable",
+            Decision::IpNotAllowed => "ip_not_allowed",
         }
     }
 }
@@ -183,6 +203,8 @@ pub struct Metrics {
     pub last_access_pending: Gauge,
     pub last_access_flush_age: Gauge<f64, AtomicU64>,
     pub store: Arc<StoreMetrics>,
+    pub notifications: Family<NoticeLabels, Counter>,
+    pub tokens_expiring: Family<WithinLabels, Gauge>,
 }
 
 /// One request in flight: counted in `tokengate_in_flight_requests` until
@@ -270,6 +292,21 @@ impl Metrics {
             last_access_flush_age.clone(),
         );
         let store = Arc::new(StoreMetrics::register(&mut registry));
+        let notifications = Family::<NoticeLabels, Counter>::default();
+        registry.register(
+            "tokengate_notifications",
+            "Expiry and creation notices to token owners, by channel (webhook, mail), event (created, expiry) and outcome (sent, failed, skipped, dropped)",
+            notifications.clone(),
+        );
+        let tokens_expiring = Family::<WithinLabels, Gauge>::default();
+        for within in ["7d", "30d"] {
+            let _ = tokens_expiring.get_or_create(&WithinLabels { within });
+        }
+        registry.register(
+            "tokengate_tokens_expiring",
+            "Tokens that expire within 7 or 30 days (not yet expired), as of the last expiry check",
+            tokens_expiring.clone(),
+        );
         let decision_counters = Decision::ALL
             .iter()
             .map(|d| {
@@ -297,7 +334,19 @@ impl Metrics {
             last_access_pending,
             last_access_flush_age,
             store,
+            notifications,
+            tokens_expiring,
         }
+    }
+
+    pub fn notice(&self, channel: &'static str, event: &'static str, outcome: &'static str) {
+        self.notifications
+            .get_or_create(&NoticeLabels {
+                channel,
+                event,
+                outcome,
+            })
+            .inc();
     }
 
     pub fn decision(&self, decision: Decision) {

@@ -14,16 +14,18 @@ use crate::clock::SharedClock;
 use crate::config::{self, Config, CredentialMode, Env, Problem};
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
+use crate::notify;
 use crate::proxy::Upstream;
 use crate::store::StoreCell;
 
 /// What a reload (SIGHUP) replaces while connections stay up: token rules,
-/// upstream credentials and the lookup account (the authentication rules are
-/// the [`Authenticator`]'s, reloaded with it).
+/// upstream credentials, the lookup account and the notices (the
+/// authentication rules are the [`Authenticator`]'s, reloaded with it).
 pub struct Live {
     pub config: Config,
     pub swap: CredentialSwap,
     pub identity: IdentityResolver,
+    pub notify: Arc<notify::Settings>,
 }
 
 /// Why the settings a reload replaces cannot be built from a configuration.
@@ -36,6 +38,8 @@ pub enum LiveError {
     Credentials(#[from] SwapError),
     #[error(transparent)]
     Identity(#[from] ResolverError),
+    #[error(transparent)]
+    Notify(#[from] notify::ChannelSetupError),
 }
 
 impl Live {
@@ -49,6 +53,7 @@ impl Live {
         Ok(Live {
             swap: CredentialSwap::new(config, &secrets)?,
             identity: IdentityResolver::new(config, &secrets, upstream, clock)?,
+            notify: Arc::new(notify::Settings::new(config, &secrets)?),
             config: config.clone(),
         })
     }
@@ -96,6 +101,8 @@ fn restart_part(config: &Config) -> Config {
     a.reject_unknown_schemes = false;
     // The log level: the command's reload changes the filter.
     c.log.level.clear();
+    // Notices: the notifier reads `Live`'s settings at every step.
+    c.notify = crate::config::NotifyConfig::default();
     c
 }
 
@@ -140,6 +147,8 @@ pub struct Gateway {
     pub(crate) max_api_body: usize,
     /// `ui.path` without its trailing `/`, while the pages are served.
     pub(crate) pages: Option<String>,
+    /// Created tokens, for the notifier's creation notices.
+    pub(crate) notices: notify::Queue,
 }
 
 impl Gateway {
@@ -177,6 +186,7 @@ mod tests {
         "tokens.last_access_flush_ms",
         "auth.*",
         "log.level",
+        "notify.*",
     ];
 
     fn is_live(table: &str, key: &str) -> bool {
@@ -190,7 +200,10 @@ mod tests {
         match v {
             Value::Integer(i) => vec![Value::Integer(i + 1)],
             Value::Boolean(b) => vec![Value::Boolean(!b)],
-            Value::Array(a) => vec![Value::Array([a.clone(), vec!["x".into()]].concat())],
+            Value::Array(a) => vec![
+                Value::Array([a.clone(), vec!["x".into()]].concat()),
+                Value::Array([a.clone(), vec![Value::Integer(7)]].concat()),
+            ],
             Value::String(s) => {
                 let mut tries = Vec::new();
                 if let Ok(mut addr) = s.parse::<SocketAddr>() {

@@ -61,6 +61,7 @@ fn allowed(label: &str, value: &str) -> bool {
             "other_scheme",
             "other_scheme_refused",
             "store_unavailable",
+            "ip_not_allowed",
         ]
         .contains(&value),
         "kind" => ["connect", "broken", "timeout", "credentials_rejected"].contains(&value),
@@ -77,8 +78,14 @@ fn allowed(label: &str, value: &str) -> bool {
             "delete_user",
             "record_access",
             "settle",
+            "rotate",
+            "notice",
         ]
         .contains(&value),
+        "within" => ["7d", "30d"].contains(&value),
+        "channel" => ["webhook", "mail"].contains(&value),
+        "event" => ["created", "expiry"].contains(&value),
+        "outcome" => ["sent", "failed", "skipped", "dropped"].contains(&value),
         "le" => true,
         _ => false,
     }

@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 use tokengate::api::validity::{add_months, parse_expiry};
 
 /// The fields of a token in a user's list and in an update's answer.
-const LISTED_FIELDS: [&str; 6] = [
+const LISTED_FIELDS: [&str; 8] = [
+    "allowedIps",
     "created",
     "description",
     "id",
     "lastAccessed",
+    "lastAccessedFrom",
     "tokenScope",
     "validUntil",
 ];
@@ -564,10 +566,12 @@ async fn tokens_by_filter_lists_every_token_with_the_documented_fields() {
     assert_eq!(
         keys(&v["content"][0]),
         [
+            "allowedIps",
             "created",
             "description",
             "id",
             "lastAccessed",
+            "lastAccessedFrom",
             "tokenCreatedByUserKey",
             "tokenForUserKey",
             "tokenScope",

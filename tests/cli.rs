@@ -95,7 +95,7 @@ fn the_shipped_proxy_toml_documents_every_key() {
     );
 }
 
-fn tables() -> [&'static str; 7] {
+fn tables() -> [&'static str; 8] {
     [
         "server",
         "upstream",
@@ -104,6 +104,7 @@ fn tables() -> [&'static str; 7] {
         "auth",
         "log",
         "ui",
+        "notify",
     ]
 }
 

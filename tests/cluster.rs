@@ -684,7 +684,7 @@ async fn database_settings_that_cannot_work_are_named_without_the_password() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(err.contains("999") && err.contains("version 1"), "{err}");
+    assert!(err.contains("999") && err.contains("version 2"), "{err}");
 }
 
 fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {

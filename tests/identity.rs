@@ -427,6 +427,7 @@ async fn a_stored_owner_name_with_control_characters_is_refused_not_forwarded() 
                     created: 1,
                     valid_until: 0,
                     scope: tokengate::store::Scope::ReadWrite,
+                    allowed_ips: Default::default(),
                 },
                 50,
             )

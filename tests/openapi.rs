@@ -194,6 +194,41 @@ async fn listing_and_updating_tokens_answer_as_documented() {
 }
 
 #[tokio::test]
+async fn rotating_a_token_answers_as_documented() {
+    let s = two_tokens().await;
+    let alice = s.as_user("alice", "alice");
+    let rotate = "/user/token/{id}/rotate";
+    let grace = Some(json!({"graceSeconds": 60}));
+    assert_eq!(
+        check_call(&alice, Method::POST, "/user/token/1/rotate", rotate, grace).await,
+        200
+    );
+    let status = check_call(&alice, Method::POST, "/user/token/1/rotate", rotate, None).await;
+    assert_eq!(status, 200, "the body is optional");
+    let too_long = Some(json!({"graceSeconds": 86_401}));
+    let status = check_call(
+        &alice,
+        Method::POST,
+        "/user/token/1/rotate",
+        rotate,
+        too_long,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let status = check_call(&alice, Method::POST, "/user/token/2/rotate", rotate, None).await;
+    assert_eq!(status, 404, "the admin's token");
+    let fenced = Some(json!({"tokenDescription": "fenced", "allowedIps": ["2001:db8::/32"]}));
+    check_call(&alice, Method::POST, "/user/token", "/user/token", fenced).await;
+    let filter = "/user/tokensByFilter";
+    let admin = s.as_user("admin", "admin");
+    let path = "/user/tokensByFilter?allowedIpsSet=true";
+    assert_eq!(
+        check_call(&admin, Method::GET, path, filter, None).await,
+        200
+    );
+}
+
+#[tokio::test]
 async fn tokens_by_filter_answers_as_documented() {
     let s = two_tokens().await;
     let admin = s.as_user("admin", "admin");

@@ -42,6 +42,9 @@ fn fill(path: &std::path::Path) {
                 } else {
                     Scope::ReadOnly
                 },
+                allowed_ips: Default::default(),
+                last_accessed_from: None,
+                previous: None,
             }
         })
         .collect();

@@ -13,10 +13,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::pg::TestDb;
+use std::net::IpAddr;
 use tokengate::store::tools;
+
 use tokengate::store::{
-    Backend, Filter, InsertError, NewToken, PostgresBackend, PostgresSettings, Scope, SledBackend,
-    Store, TokenRecord,
+    Access, AllowedIps, Backend, Filter, InsertError, NewToken, PostgresBackend, PostgresSettings,
+    Previous, Scope, SledBackend, Store, TokenRecord,
 };
 use tokengate::token::TokenHash;
 
@@ -65,7 +67,16 @@ fn new_token(user: &str, seed: &str, valid_until: u64) -> NewToken {
         created: 1_000,
         valid_until,
         scope: Scope::ReadWrite,
+        allowed_ips: AllowedIps::default(),
     }
+}
+
+fn allowed(entries: &[&str]) -> AllowedIps {
+    AllowedIps::from_nets(entries.iter().map(|e| AllowedIps::parse_entry(e).unwrap()))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
 /// Each test, on each engine.
@@ -103,6 +114,10 @@ on_both!(
     descriptions_change_and_users_lose_all_their_tokens,
     restore_keeps_ids_skips_what_exists_and_raises_the_counter,
     scan_goes_by_id_in_pages,
+    allowed_ips_are_kept_shown_and_filtered,
+    a_rotation_keeps_the_old_secret_for_its_grace_only,
+    a_rotation_without_grace_refuses_the_old_secret_at_once,
+    a_notice_is_claimed_once_and_let_go_when_it_failed,
 );
 
 async fn create_lookup_delete_and_ids_never_reused(store: &Store) {
@@ -310,31 +325,56 @@ async fn the_description_filter_is_a_case_insensitive_substring(store: &Store) {
 async fn last_access_is_the_latest_time_and_skips_deleted_tokens(store: &Store) {
     store.create(new_token("A", "1", 0), 0).await.unwrap();
     store.create(new_token("A", "2", 0), 0).await.unwrap();
-    store.touch(1, 500);
-    store.touch(1, 400);
-    store.touch(2, 600);
-    assert_eq!(store.get(1).await.unwrap().unwrap().last_accessed, 500);
+    let (a, b) = (ip("192.0.2.10"), ip("2001:db8::10"));
+    store.touch(1, 500, a);
+    store.touch(1, 400, b);
+    store.touch(2, 600, b);
+    let shown = store.get(1).await.unwrap().unwrap();
+    assert_eq!(
+        (shown.last_accessed, shown.last_accessed_from),
+        (500, Some(a)),
+        "the latest use, with its address"
+    );
     assert_eq!(
         store.backend().get(1).await.unwrap().unwrap().last_accessed,
         0,
         "not yet written"
     );
     store.delete(2).await.unwrap();
-    store.touch(2, 700);
+    store.touch(2, 700, a);
     assert_eq!(store.flush_access().await.unwrap(), 2);
+    let written = store.backend().get(1).await.unwrap().unwrap();
     assert_eq!(
-        store.backend().get(1).await.unwrap().unwrap().last_accessed,
-        500
+        (written.last_accessed, written.last_accessed_from),
+        (500, Some(a))
     );
     assert!(
         store.backend().get(2).await.unwrap().is_none(),
         "not brought back"
     );
-    // An older time (another gateway's) never lowers it.
-    store.backend().record_access(vec![(1, 300)]).await.unwrap();
+    // An older time (another gateway's) never lowers it, nor changes the address.
+    let older = Access {
+        id: 1,
+        at: 300,
+        from: b,
+    };
+    store.backend().record_access(vec![older]).await.unwrap();
+    let written = store.backend().get(1).await.unwrap().unwrap();
     assert_eq!(
-        store.backend().get(1).await.unwrap().unwrap().last_accessed,
-        500
+        (written.last_accessed, written.last_accessed_from),
+        (500, Some(a))
+    );
+    let newer = Access {
+        id: 1,
+        at: 900,
+        from: b,
+    };
+    store.backend().record_access(vec![newer]).await.unwrap();
+    let written = store.backend().get(1).await.unwrap().unwrap();
+    assert_eq!(
+        (written.last_accessed, written.last_accessed_from),
+        (900, Some(b)),
+        "the latest use wins, with its address"
     );
     assert_eq!(store.pending_access(), 0);
 }
@@ -374,6 +414,12 @@ fn record(id: u64, seed: &str, user: &str) -> TokenRecord {
         valid_until: 20_000,
         last_accessed: 15,
         scope: Scope::ReadOnly,
+        allowed_ips: allowed(&["10.0.0.0/8", "2001:db8::/32"]),
+        last_accessed_from: Some(ip("10.1.2.3")),
+        previous: Some(Previous {
+            hash: TokenHash::of(&format!("{seed} before")),
+            until: 19_000,
+        }),
     }
 }
 
@@ -450,7 +496,13 @@ async fn export_and_import_move_tokens_between_engines() {
             .unwrap();
     }
     from.store.delete(4).await.unwrap();
-    from.store.touch(2, 777);
+    from.store.touch(2, 777, ip("192.0.2.77"));
+    let previous = Some(5_000 + 9_000);
+    from.store
+        .rotate(3, TokenHash::of("3 again"), previous)
+        .await
+        .unwrap()
+        .unwrap();
     from.store.flush_access().await.unwrap();
     let mut exported = Vec::new();
     assert_eq!(
@@ -498,5 +550,199 @@ async fn export_and_import_move_tokens_between_engines() {
             .unwrap()
             .id,
         2
+    );
+}
+
+async fn allowed_ips_are_kept_shown_and_filtered(store: &Store) {
+    let mut open = new_token("A", "open", 0);
+    open.scope = Scope::ReadOnly;
+    store.create(open, 0).await.unwrap();
+    let mut fenced = new_token("A", "fenced", 0);
+    fenced.allowed_ips = allowed(&["127.0.0.2/32", "2001:db8:1::/48"]);
+    let r = store.create(fenced, 0).await.unwrap();
+    assert_eq!(
+        r.allowed_ips.to_strings(),
+        ["127.0.0.2/32", "2001:db8:1::/48"]
+    );
+    assert_eq!(
+        store.get(2).await.unwrap().unwrap().allowed_ips,
+        r.allowed_ips
+    );
+    let e = store
+        .lookup(&TokenHash::of("fenced"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(e.allowed.permits(ip("127.0.0.2")));
+    assert!(e.allowed.permits(ip("2001:db8:1:2::3")));
+    assert!(!e.allowed.permits(ip("127.0.0.1")));
+    let e = store.lookup(&TokenHash::of("open")).await.unwrap().unwrap();
+    assert!(e.allowed.permits(ip("203.0.113.1")));
+    let ids = |set: Option<bool>, scope: Option<Scope>| async move {
+        let f = Filter {
+            allowed_ips_set: set,
+            scope,
+            ..Filter::default()
+        };
+        let page = store.filter(f, 0, 10).await.unwrap();
+        (
+            page.total,
+            page.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(ids(Some(true), None).await, (1, vec![2]));
+    assert_eq!(ids(Some(false), None).await, (1, vec![1]));
+    assert_eq!(ids(None, None).await, (2, vec![1, 2]));
+    assert_eq!(ids(Some(true), Some(Scope::ReadOnly)).await, (0, vec![]));
+    let of_a = Filter {
+        user_keys: vec!["A".into()],
+        allowed_ips_set: Some(true),
+        ..Filter::default()
+    };
+    assert_eq!(store.filter(of_a, 0, 10).await.unwrap().total, 1);
+}
+
+async fn a_rotation_keeps_the_old_secret_for_its_grace_only(store: &Store) {
+    let before = store
+        .create(new_token("U", "old", 50_000), 0)
+        .await
+        .unwrap();
+    assert!(store.lookup(&TokenHash::of("old")).await.unwrap().is_some());
+    let rotated = store
+        .rotate(before.id, TokenHash::of("new"), Some(20_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            rotated.id,
+            &rotated.description,
+            rotated.valid_until,
+            rotated.scope
+        ),
+        (
+            before.id,
+            &before.description,
+            before.valid_until,
+            before.scope
+        )
+    );
+    assert_eq!(rotated.hash, TokenHash::of("new"));
+    assert_eq!(store.get(before.id).await.unwrap().unwrap(), rotated);
+    let new = store.lookup(&TokenHash::of("new")).await.unwrap().unwrap();
+    assert_eq!(
+        (new.id, new.valid_until, new.superseded),
+        (before.id, 50_000, false)
+    );
+    // The old secret: read again (not the entry cached before), with the
+    // grace end as its expiry.
+    assert!(store.cached(&TokenHash::of("old")).is_none());
+    let old = store.lookup(&TokenHash::of("old")).await.unwrap().unwrap();
+    assert_eq!(
+        (old.id, old.valid_until, old.superseded),
+        (before.id, 20_000, true)
+    );
+    // A second rotation ends the first one's grace at once.
+    store
+        .rotate(before.id, TokenHash::of("newer"), Some(30_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.lookup(&TokenHash::of("old")).await.unwrap().is_none());
+    let new = store.lookup(&TokenHash::of("new")).await.unwrap().unwrap();
+    assert_eq!((new.valid_until, new.superseded), (30_000, true));
+    assert_eq!(store.count().await.unwrap(), 1);
+    // Deleting the token deletes both secrets.
+    store.delete(before.id).await.unwrap().unwrap();
+    assert!(store.lookup(&TokenHash::of("new")).await.unwrap().is_none());
+    assert!(
+        store
+            .lookup(&TokenHash::of("newer"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .rotate(before.id, TokenHash::of("x"), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_rotation_without_grace_refuses_the_old_secret_at_once(store: &Store) {
+    let r = store.create(new_token("U", "old", 0), 0).await.unwrap();
+    store.create(new_token("V", "other", 0), 0).await.unwrap();
+    store
+        .rotate(r.id, TokenHash::of("new"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.lookup(&TokenHash::of("old")).await.unwrap().is_none());
+    let new = store.lookup(&TokenHash::of("new")).await.unwrap().unwrap();
+    assert_eq!((new.valid_until, new.superseded), (0, false));
+    // A secret another token has is refused, and nothing changes.
+    assert!(
+        store
+            .rotate(r.id, TokenHash::of("other"), None)
+            .await
+            .is_err()
+    );
+    assert!(store.lookup(&TokenHash::of("new")).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .lookup(&TokenHash::of("other"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        2
+    );
+}
+
+async fn a_notice_is_claimed_once_and_let_go_when_it_failed(store: &Store) {
+    let r = store.create(new_token("U", "n", 0), 0).await.unwrap();
+    let claim = |notice: &'static str, now: u64| store.claim_notice(r.id, notice, now, now + 600);
+    assert!(claim("expiry-14d/mail", 1_000).await.unwrap());
+    assert!(!claim("expiry-14d/mail", 1_001).await.unwrap(), "held");
+    assert!(
+        claim("expiry-14d/webhook", 1_001).await.unwrap(),
+        "another channel"
+    );
+    // Let go after a failure: claimable again.
+    store
+        .finish_notice(r.id, "expiry-14d/mail", false)
+        .await
+        .unwrap();
+    assert!(claim("expiry-14d/mail", 1_002).await.unwrap());
+    store
+        .finish_notice(r.id, "expiry-14d/mail", true)
+        .await
+        .unwrap();
+    assert!(!claim("expiry-14d/mail", 1_003).await.unwrap(), "sent");
+    assert!(
+        !claim("expiry-14d/mail", 99_999).await.unwrap(),
+        "sent for good"
+    );
+    store
+        .finish_notice(r.id, "expiry-14d/mail", false)
+        .await
+        .unwrap();
+    assert!(
+        !claim("expiry-14d/mail", 99_999).await.unwrap(),
+        "a late release does not undo it"
+    );
+    // The holder died: after its lease another may claim.
+    assert!(!claim("expiry-14d/webhook", 1_500).await.unwrap());
+    assert!(claim("expiry-14d/webhook", 1_601).await.unwrap());
+    // Unknown tokens have nothing to claim; a deleted token's claims go with it.
+    assert!(!store.claim_notice(999, "created/mail", 1, 2).await.unwrap());
+    store.delete(r.id).await.unwrap();
+    assert!(
+        !store
+            .claim_notice(r.id, "created/mail", 1, 2)
+            .await
+            .unwrap()
     );
 }

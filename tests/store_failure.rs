@@ -27,8 +27,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokengate::demo::sim::{SimConfig, SimUpstream};
 use tokengate::store::{
-    AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, SledBackend, SledEngine,
-    Store, StoreError, TokenRecord,
+    Access, AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, Rotated, SledBackend,
+    SledEngine, Store, StoreError, TokenRecord,
 };
 use tokengate::token::{TokenFormat, TokenHash};
 
@@ -468,8 +468,32 @@ impl Backend for Faulty {
     async fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
         self.written(self.inner.delete_user(user_key).await)
     }
-    async fn record_access(&self, batch: Vec<(u64, u64)>) -> Result<(), StoreError> {
+    async fn record_access(&self, batch: Vec<Access>) -> Result<(), StoreError> {
         self.written(self.inner.record_access(batch).await)
+    }
+    async fn rotate(
+        &self,
+        id: u64,
+        new_hash: TokenHash,
+        previous_until: Option<u64>,
+    ) -> Result<Option<Rotated>, StoreError> {
+        self.written(self.inner.rotate(id, new_hash, previous_until).await)
+    }
+    async fn claim_notice(
+        &self,
+        id: u64,
+        notice: &str,
+        now_ms: u64,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        self.written(
+            self.inner
+                .claim_notice(id, notice, now_ms, lease_until)
+                .await,
+        )
+    }
+    async fn finish_notice(&self, id: u64, notice: &str, sent: bool) -> Result<(), StoreError> {
+        self.written(self.inner.finish_notice(id, notice, sent).await)
     }
     async fn count(&self) -> Result<u64, StoreError> {
         self.inner.count().await

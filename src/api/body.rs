@@ -75,6 +75,25 @@ pub async fn json_object(
     parse_object(&bytes)
 }
 
+/// [`json_object`], or an empty object for a request without a body (no
+/// `Content-Type`, no length or 0): for operations whose fields all have
+/// defaults.
+pub async fn json_object_or_none(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Map<String, Value>, ErrorReply> {
+    let headers = req.headers();
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = headers.contains_key(http::header::TRANSFER_ENCODING);
+    if !headers.contains_key(CONTENT_TYPE) && !chunked && declared.unwrap_or(0) == 0 {
+        return Ok(Map::new());
+    }
+    json_object(req, limit).await
+}
+
 /// Bytes of a body as one JSON object; 400 otherwise.
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ErrorReply> {
     match serde_json::from_slice::<Value>(bytes) {

@@ -161,6 +161,7 @@ pub(super) async fn create_token(
         created: now,
         valid_until,
         scope,
+        allowed_ips: asked.allowed_ips,
     };
     let record = match store(gw)?
         .create(new, live.config.tokens.max_tokens_per_user)
@@ -176,18 +177,54 @@ pub(super) async fn create_token(
     };
     gw.metrics.tokens.inc();
     audit::token_created(ctx, &record, &caller.identity.key);
-    let created = Created {
-        id: record.id,
-        plain_text_token: plain.expose().to_string(),
-        token_description: record.description,
-        token_expiration_date_time: (record.valid_until != 0)
-            .then(|| validity::format_ms(record.valid_until))
-            .flatten(),
-        token_expiration_date_time_millis: record.valid_until,
-        token_scope: record.scope.code(),
-        token_for_user_key: record.user_key,
-    };
+    // Queued for the notifier; the answer does not wait for it.
+    gw.notices.created(&record);
+    let created = Created::of(record, plain.expose().to_string());
     Ok(json_response(StatusCode::OK, &created))
+}
+
+pub(super) async fn rotate_token(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    caller: &ApiCaller,
+    raw_id: &str,
+    ctx: &RequestCtx,
+) -> Result<Response<RespBody>, ErrorReply> {
+    let id = parse_id(gw, raw_id)?;
+    let obj = body::json_object_or_none(req, gw.max_api_body).await?;
+    let grace_seconds = parse_rotate(&obj)?;
+    let store = store(gw)?;
+    let existing = store.get(id).await.map_err(store_failed)?;
+    let existing = match existing {
+        Some(r) if r.user_key == caller.identity.key || caller.identity.is_admin => r,
+        _ => {
+            store.settle().await.map_err(store_failed)?;
+            return Err(no_such_token());
+        }
+    };
+    let now = gw.clock.now_ms();
+    if existing.is_expired(now) {
+        return Err(ErrorReply::client(
+            StatusCode::BAD_REQUEST,
+            "This token has expired; create a new one instead",
+        ));
+    }
+    let plain = gw.auth.format().generate().map_err(|e| {
+        tracing::error!(error = %e, "no randomness for a rotated token");
+        ErrorReply::ours(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Cannot rotate a token right now",
+        )
+    })?;
+    let previous_until = (grace_seconds > 0).then(|| now.saturating_add(grace_seconds * 1000));
+    let rotated = store
+        .rotate(id, plain.hash(), previous_until)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(no_such_token)?;
+    audit::token_rotated(ctx, &rotated, grace_seconds, &caller.identity.key);
+    let answer = Created::of(rotated, plain.expose().to_string());
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 pub(super) async fn update_token(

@@ -134,6 +134,7 @@ async fn serve(
         (Route::Tokens, _) => create_token(gw, req, &caller, ctx, live).await,
         (Route::Token(id), Method::PATCH) => update_token(gw, req, &caller, &id, ctx).await,
         (Route::Token(id), _) => delete_token(gw, &caller, &id, ctx).await,
+        (Route::Rotate(id), _) => rotate_token(gw, req, &caller, &id, ctx).await,
         (Route::DeleteAllFor(key), _) => delete_all_for(gw, &caller, &key, ctx).await,
         (Route::TokensByFilter, _) => tokens_by_filter(gw, &req, &caller, ctx).await,
         (Route::FailedLogins(key), _) => clear_failed_logins(gw, &caller, &key, ctx).await,
@@ -161,6 +162,7 @@ pub mod fuzzing {
         pub requested: Requested,
         pub scope: Option<u8>,
         pub for_user_key: Option<String>,
+        pub allowed_ips: Vec<String>,
     }
 
     pub fn create_body(bytes: &[u8]) -> Result<Create, ErrorReply> {
@@ -171,6 +173,7 @@ pub mod fuzzing {
             requested: c.requested,
             scope: c.scope.map(|s| s.code()),
             for_user_key: c.for_user_key,
+            allowed_ips: c.allowed_ips.to_strings(),
         })
     }
 

@@ -8,6 +8,7 @@ use super::API_ROOT;
 pub(super) enum Route {
     Tokens,
     Token(String),
+    Rotate(String),
     DeleteAllFor(String),
     TokensByFilter,
     AuthTest,
@@ -20,6 +21,7 @@ impl Route {
         match self {
             Route::Tokens => &[Method::GET, Method::POST],
             Route::Token(_) => &[Method::PATCH, Method::DELETE],
+            Route::Rotate(_) => &[Method::POST],
             Route::DeleteAllFor(_) | Route::FailedLogins(_) => &[Method::DELETE],
             Route::TokensByFilter => &[Method::GET],
             Route::AuthTest => &[Method::GET, Method::POST, Method::PUT],
@@ -47,6 +49,7 @@ pub(super) fn route(path: &str) -> Option<Route> {
             decoded(key).map(Route::DeleteAllFor)
         }
         ["user", "token", id] => Some(Route::Token((*id).to_string())),
+        ["user", "token", id, "rotate"] => Some(Route::Rotate((*id).to_string())),
         ["user", "tokensByFilter"] | ["user", "tokensByFilter", ""] => Some(Route::TokensByFilter),
         ["user", "authTest"] | ["user", "authTest", ""] => Some(Route::AuthTest),
         ["admin", "failedLogins", key] if !key.is_empty() => decoded(key).map(Route::FailedLogins),

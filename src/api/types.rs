@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::ErrorReply;
-use crate::store::{Filter, Scope, TokenRecord};
+use crate::store::{AllowedIps, Filter, MAX_ALLOWED_IPS, Scope, TokenRecord};
 
 use super::body;
 use super::validity::{self, Requested};
@@ -24,8 +24,11 @@ pub(super) struct Listed {
     pub(super) description: String,
     pub(super) id: u64,
     pub(super) last_accessed: u64,
+    /// The client address of that use; null before the first.
+    pub(super) last_accessed_from: Option<String>,
     pub(super) valid_until: u64,
     pub(super) token_scope: u8,
+    pub(super) allowed_ips: Vec<String>,
 }
 
 impl From<TokenRecord> for Listed {
@@ -35,8 +38,10 @@ impl From<TokenRecord> for Listed {
             description: r.description,
             id: r.id,
             last_accessed: r.last_accessed,
+            last_accessed_from: r.last_accessed_from.map(|ip| ip.to_string()),
             valid_until: r.valid_until,
             token_scope: r.scope.code(),
+            allowed_ips: r.allowed_ips.to_strings(),
         }
     }
 }
@@ -49,10 +54,12 @@ pub(super) struct Filtered {
     pub(super) description: String,
     pub(super) id: u64,
     pub(super) last_accessed: u64,
+    pub(super) last_accessed_from: Option<String>,
     pub(super) token_created_by_user_key: String,
     pub(super) token_for_user_key: String,
     pub(super) valid_until: u64,
     pub(super) token_scope: u8,
+    pub(super) allowed_ips: Vec<String>,
 }
 
 impl From<TokenRecord> for Filtered {
@@ -62,10 +69,12 @@ impl From<TokenRecord> for Filtered {
             description: r.description,
             id: r.id,
             last_accessed: r.last_accessed,
+            last_accessed_from: r.last_accessed_from.map(|ip| ip.to_string()),
             token_created_by_user_key: r.created_by,
             token_for_user_key: r.user_key,
             valid_until: r.valid_until,
             token_scope: r.scope.code(),
+            allowed_ips: r.allowed_ips.to_strings(),
         }
     }
 }
@@ -80,6 +89,25 @@ pub(super) struct Created {
     pub(super) token_expiration_date_time_millis: u64,
     pub(super) token_scope: u8,
     pub(super) token_for_user_key: String,
+    pub(super) allowed_ips: Vec<String>,
+}
+
+impl Created {
+    /// The answer of a create or a rotation: the token with its plain secret.
+    pub(super) fn of(r: TokenRecord, plain_text_token: String) -> Created {
+        Created {
+            id: r.id,
+            plain_text_token,
+            token_description: r.description,
+            token_expiration_date_time: (r.valid_until != 0)
+                .then(|| validity::format_ms(r.valid_until))
+                .flatten(),
+            token_expiration_date_time_millis: r.valid_until,
+            token_scope: r.scope.code(),
+            token_for_user_key: r.user_key,
+            allowed_ips: r.allowed_ips.to_strings(),
+        }
+    }
 }
 
 /// What a create request asked for, validated.
@@ -88,6 +116,7 @@ pub(super) struct CreateRequest {
     pub(super) requested: Requested,
     pub(super) scope: Option<Scope>,
     pub(super) for_user_key: Option<String>,
+    pub(super) allowed_ips: AllowedIps,
 }
 
 pub(super) fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, ErrorReply> {
@@ -100,6 +129,7 @@ pub(super) fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, Er
             "tokenExpirationDateTime",
             "tokenScope",
             "tokenForUserKey",
+            "allowedIps",
         ],
         &mut errors,
     );
@@ -135,6 +165,7 @@ pub(super) fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, Er
             None
         }
     };
+    let allowed_ips = allowed_ips(obj, &mut errors);
     if months.is_some() && until.is_some() {
         errors.insert(
             "tokenExpirationDateTime".into(),
@@ -154,8 +185,84 @@ pub(super) fn parse_create(obj: &Map<String, Value>) -> Result<CreateRequest, Er
         requested,
         scope,
         for_user_key,
+        allowed_ips: allowed_ips.unwrap_or_default(),
     })
 }
+
+/// `allowedIps`: optional, an array of at most 32 IP addresses or CIDRs.
+/// An entry that is neither is named by its position, and quoted back only
+/// when it reads like an address (a secret pasted in the wrong place is never
+/// echoed).
+fn allowed_ips(
+    obj: &Map<String, Value>,
+    errors: &mut BTreeMap<String, String>,
+) -> Option<AllowedIps> {
+    const FIELD: &str = "allowedIps";
+    let entries = match obj.get(FIELD) {
+        None | Some(Value::Null) => return Some(AllowedIps::default()),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => {
+            errors.insert(
+                FIELD.into(),
+                "must be an array of IP addresses or CIDRs, such as [\"192.0.2.0/24\", \"2001:db8::/32\"]".into(),
+            );
+            return None;
+        }
+    };
+    if entries.len() > MAX_ALLOWED_IPS {
+        errors.insert(
+            FIELD.into(),
+            format!(
+                "must hold at most {MAX_ALLOWED_IPS} entries (it holds {})",
+                entries.len()
+            ),
+        );
+        return None;
+    }
+    let mut nets = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        match entry.as_str().and_then(AllowedIps::parse_entry) {
+            Some(net) => nets.push(net),
+            None => {
+                let shown = match entry.as_str() {
+                    Some(s)
+                        if s.len() <= 64
+                            && s.bytes()
+                                .all(|b| b.is_ascii_hexdigit() || b".:/".contains(&b)) =>
+                    {
+                        format!(" ({s:?})")
+                    }
+                    _ => String::new(),
+                };
+                errors.insert(
+                    FIELD.into(),
+                    format!(
+                        "entry {i}{shown} is not an IP address or CIDR, such as 192.0.2.7, 192.0.2.0/24 or 2001:db8::/32"
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    Some(AllowedIps::from_nets(nets))
+}
+
+/// `graceSeconds` of a rotation: optional, 0 to 86400, default 0.
+pub(super) fn parse_rotate(obj: &Map<String, Value>) -> Result<u64, ErrorReply> {
+    let mut errors = BTreeMap::new();
+    body::unknown_fields(obj, &["graceSeconds"], &mut errors);
+    let grace = match obj.get("graceSeconds") {
+        None | Some(Value::Null) => Some(0),
+        Some(_) => body::optional_int(obj, "graceSeconds", 0, MAX_GRACE_SECONDS, &mut errors),
+    };
+    if !errors.is_empty() {
+        return Err(ErrorReply::fields(errors));
+    }
+    Ok(grace.unwrap_or(0))
+}
+
+/// The longest grace a rotation may give the old secret: a day.
+pub(super) const MAX_GRACE_SECONDS: u64 = 86_400;
 
 /// The new description of an update request, validated.
 pub(super) fn parse_update(obj: &Map<String, Value>) -> Result<String, ErrorReply> {
@@ -196,6 +303,7 @@ pub(super) struct FilterQuery {
     pub(super) users: Vec<String>,
     pub(super) description: Option<String>,
     pub(super) scope: Option<Scope>,
+    pub(super) allowed_ips_set: Option<bool>,
 }
 
 impl FilterQuery {
@@ -207,6 +315,7 @@ impl FilterQuery {
             users: Vec::new(),
             description: None,
             scope: None,
+            allowed_ips_set: None,
         };
         let mut errors = BTreeMap::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -236,6 +345,13 @@ impl FilterQuery {
                             "tokenScope".into(),
                             "must be 1 (read-only) or 2 (read-write)".into(),
                         );
+                    }
+                },
+                "allowedIpsSet" => match v.as_str() {
+                    "true" => q.allowed_ips_set = Some(true),
+                    "false" => q.allowed_ips_set = Some(false),
+                    _ => {
+                        errors.insert("allowedIpsSet".into(), "must be true or false".into());
                     }
                 },
                 other => {
@@ -273,6 +389,7 @@ impl FilterQuery {
             user_keys: self.users.clone(),
             description: self.description.as_ref().map(|d| d.to_lowercase()),
             scope: self.scope,
+            allowed_ips_set: self.allowed_ips_set,
         }
     }
 
@@ -291,6 +408,9 @@ impl FilterQuery {
         }
         if let Some(s) = self.scope {
             url.push_str(&format!("&tokenScope={}", s.code()));
+        }
+        if let Some(set) = self.allowed_ips_set {
+            url.push_str(&format!("&allowedIpsSet={set}"));
         }
         url
     }

@@ -309,6 +309,32 @@ impl IdentityResolver {
     }
 }
 
+impl IdentityResolver {
+    /// The mail address of a user key, asked with the lookup account (Jira:
+    /// `emailAddress` of `/rest/api/2/user`; Confluence: the personal
+    /// details of `/rest/api/user`). `None` when the user is unknown or the
+    /// upstream tells no address (Jira hides it from whoever may not see it).
+    pub async fn email_for_key(&self, user_key: &str) -> Result<Option<String>, IdentityError> {
+        let k = utf8_percent_encode(user_key, NON_ALPHANUMERIC);
+        let (path, pointers): (String, &[&str]) = match self.product {
+            Product::Jira => (format!("/rest/api/2/user?key={k}"), &["/emailAddress"]),
+            Product::Confluence => (
+                format!("/rest/api/user?key={k}&expand=details.personal"),
+                &["/details/personal/email", "/email"],
+            ),
+        };
+        let Some(user) = self.get_json(&path, Creds::Lookup).await? else {
+            return Ok(None);
+        };
+        Ok(pointers
+            .iter()
+            .filter_map(|p| user.pointer(p).and_then(Value::as_str))
+            .map(str::trim)
+            .find(|a| a.contains('@'))
+            .map(str::to_string))
+    }
+}
+
 fn text(v: &Value, field: &str) -> Result<String, IdentityError> {
     v.get(field)
         .and_then(Value::as_str)

@@ -10,6 +10,7 @@ pub mod throttle;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -171,6 +172,8 @@ pub enum TokenRefusal {
     Expired(Arc<AuthEntry>),
     /// Basic `user:token` where `user` is not the token's owner.
     WrongUser(Arc<AuthEntry>),
+    /// A valid token from a client address outside its `allowedIps`.
+    IpNotAllowed(Arc<AuthEntry>),
     /// The store failed: fail closed.
     Store(StoreError),
 }
@@ -182,6 +185,7 @@ impl TokenRefusal {
             TokenRefusal::Malformed | TokenRefusal::Unknown => Decision::Invalid,
             TokenRefusal::Expired(_) => Decision::Expired,
             TokenRefusal::WrongUser(_) => Decision::WrongUser,
+            TokenRefusal::IpNotAllowed(_) => Decision::IpNotAllowed,
             TokenRefusal::Store(_) => Decision::StoreUnavailable,
         }
     }
@@ -191,8 +195,11 @@ impl TokenRefusal {
         match self {
             TokenRefusal::Malformed => "malformed_token",
             TokenRefusal::Unknown => "unknown_token",
+            // A secret a rotation replaced, after its grace.
+            TokenRefusal::Expired(e) if e.superseded => "rotated_token",
             TokenRefusal::Expired(_) => "expired_token",
             TokenRefusal::WrongUser(_) => "wrong_user",
+            TokenRefusal::IpNotAllowed(_) => "ip_not_allowed",
             TokenRefusal::Store(_) => "store_unavailable",
         }
     }
@@ -200,19 +207,24 @@ impl TokenRefusal {
     /// The token's entry, when the store knew it.
     pub fn entry(&self) -> Option<&AuthEntry> {
         match self {
-            TokenRefusal::Expired(e) | TokenRefusal::WrongUser(e) => Some(e),
+            TokenRefusal::Expired(e)
+            | TokenRefusal::WrongUser(e)
+            | TokenRefusal::IpNotAllowed(e) => Some(e),
             _ => None,
         }
     }
 }
 
-/// The token check once the store was asked: known, not expired, and for
-/// Basic the owner's username (case-insensitive). The checksum was checked
-/// before the store was asked, so a malformed token never reaches it.
+/// The token check once the store was asked: known, not expired, for
+/// Basic the owner's username (case-insensitive), and a client address
+/// (`client_ip`, canonical) inside the token's `allowedIps` if it has any.
+/// The checksum was checked before the store was asked, so a malformed token
+/// never reaches it.
 pub fn verify_entry(
     found: Option<Arc<AuthEntry>>,
     user: Option<&str>,
     now_ms: u64,
+    client_ip: IpAddr,
 ) -> Result<Arc<AuthEntry>, TokenRefusal> {
     let Some(entry) = found else {
         return Err(TokenRefusal::Unknown);
@@ -224,6 +236,9 @@ pub fn verify_entry(
         && !same_user(user, &entry.user_name)
     {
         return Err(TokenRefusal::WrongUser(entry));
+    }
+    if !entry.allowed.permits(client_ip) {
+        return Err(TokenRefusal::IpNotAllowed(entry));
     }
     Ok(entry)
 }

@@ -305,7 +305,7 @@ impl Authenticator {
                     .check_token(&rules, user.as_deref(), &token, at)
                     .await?;
                 self.store
-                    .with(|store| store.touch(entry.id, self.clock.now_ms()));
+                    .with(|store| store.touch(entry.id, self.clock.now_ms(), at.client_ip));
                 Ok(Caller::Token(entry))
             }
         }
@@ -508,10 +508,10 @@ impl Authenticator {
             let hash = TokenHash::of(token.expose());
             // A token in use is in memory: no wait, no reference count.
             match self.store.with(|store| store.cached(&hash)) {
-                Some(Some(entry)) => verify_entry(Some(entry), user, now),
+                Some(Some(entry)) => verify_entry(Some(entry), user, now, at.client_ip),
                 Some(None) => match self.store.get() {
                     Ok(store) => match store.lookup(&hash).await {
-                        Ok(found) => verify_entry(found, user, now),
+                        Ok(found) => verify_entry(found, user, now, at.client_ip),
                         Err(e) => Err(TokenRefusal::Store(e)),
                     },
                     Err(e) => Err(TokenRefusal::Store(e)),
@@ -537,6 +537,15 @@ impl Authenticator {
                     tracing::debug!(error = %e, request_id = at.request_id(), "token store not open; token refused with 503");
                 }
                 Err(Refusal::StoreUnavailable)
+            }
+            Err(refusal @ TokenRefusal::IpNotAllowed(_)) => {
+                // A valid token from the wrong place: the per-address quota
+                // counts it, the owner's lockout does not (nobody guessed a
+                // password or a token; the token's owner is not to blame,
+                // and a stranger must not lock them out with it).
+                self.metrics.decision(refusal.decision());
+                audit::auth_failed(at, user, refusal.entry(), refusal.reason());
+                Err(self.address_failed(rules, at))
             }
             Err(refusal) => {
                 let entry = refusal.entry();
@@ -584,6 +593,12 @@ impl Authenticator {
                 audit::locked_out(at, user, lock.until);
             }
         }
+        self.address_failed(rules, at)
+    }
+
+    /// Counts a failure for the client address's quota alone: 401, or 429
+    /// when this failure used it up.
+    fn address_failed(&self, rules: &Rules, at: &RequestCtx) -> Refusal {
         match rules.throttle.failure(at.client_ip) {
             Ok(()) => Refusal::Unauthorized,
             Err(secs) => {

@@ -12,8 +12,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::schema::{
-    AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, ServerConfig, StoreBackend,
-    TokensConfig, UiConfig, UpstreamConfig, default_admin_groups,
+    AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, NotifyConfig, ServerConfig,
+    SmtpUrl, StoreBackend, TokensConfig, UiConfig, UpstreamConfig, default_admin_groups,
 };
 use super::{ConfigError, Problem, Warning};
 use crate::secret::Secret;
@@ -50,6 +50,9 @@ pub struct Secrets {
     pub service_password: Option<Secret>,
     pub service_token: Option<Secret>,
     pub postgres_url: Option<Secret>,
+    /// `[notify] smtp_url_env`'s URL, read.
+    pub smtp_url: Option<SmtpUrl>,
+    pub webhook_secret: Option<Secret>,
 }
 
 impl Config {
@@ -152,6 +155,16 @@ impl Config {
                 self.tokens.postgres_url_env.as_str(),
             ));
         }
+        let n = &self.notify;
+        if !n.smtp_url_env.is_empty() {
+            v.push((("notify", "smtp_url_env"), n.smtp_url_env.as_str()));
+        }
+        if !n.webhook_secret_env.is_empty() {
+            v.push((
+                ("notify", "webhook_secret_env"),
+                n.webhook_secret_env.as_str(),
+            ));
+        }
         v
     }
 
@@ -176,6 +189,22 @@ impl Config {
             let message = format!("environment variable {var} {unusable}");
             problems.push(Problem::at(table, key, message));
         }
+        // The mail server's URL must be one: said now, not at the first notice.
+        let smtp_url = match found.remove("smtp_url_env") {
+            Some(url) => match SmtpUrl::parse(url.expose()) {
+                Ok(parsed) => Some(parsed),
+                Err(why) => {
+                    let var = &self.notify.smtp_url_env;
+                    problems.push(Problem::at(
+                        "notify",
+                        "smtp_url_env",
+                        format!("environment variable {var} {why}"),
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -185,6 +214,8 @@ impl Config {
             service_password: found.remove("password_env"),
             service_token: found.remove("token_env"),
             postgres_url: found.remove("postgres_url_env"),
+            smtp_url,
+            webhook_secret: found.remove("webhook_secret_env"),
         })
     }
 
@@ -374,6 +405,7 @@ const SECTIONS: &[(&str, CheckFn)] = &[
     ("auth", check_as::<AuthConfig>),
     ("log", check_as::<LogConfig>),
     ("ui", check_as::<UiConfig>),
+    ("notify", check_as::<NotifyConfig>),
 ];
 
 fn remove_key(doc: &mut DeTable<'_>, section: &str, key: &str) {

@@ -17,9 +17,9 @@ use std::fmt;
 pub use crate::header_names::normalize_header_name;
 pub use load::{Checked, Env, Secrets};
 pub use schema::{
-    AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, LogFormat, Product,
-    ServerConfig, StoreBackend, TokensConfig, UiConfig, UpstreamConfig, UpstreamUrl,
-    default_admin_groups, parse_cidr,
+    AuthConfig, Config, CredentialMode, CredentialsConfig, LogConfig, LogFormat, NotifyConfig,
+    Product, ServerConfig, SmtpTls, SmtpUrl, StoreBackend, TokensConfig, UiConfig, UpstreamConfig,
+    UpstreamUrl, default_admin_groups, parse_cidr,
 };
 
 /// One thing wrong with a configuration (or, among [`Checked::warnings`],

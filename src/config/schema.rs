@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::Problem;
+use crate::secret::Secret;
 
 // `PartialEq` lets a reload compare whole tables (`state::restart_only`);
 // `Serialize`, in tests only, lets a test visit every key.
@@ -23,6 +24,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub ui: UiConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -232,6 +234,162 @@ pub fn default_admin_groups(product: Product) -> Vec<String> {
     }
 }
 
+/// Notices to token owners: before a token expires, and when one is made
+/// for their account.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// A notice this many days before `validUntil`; empty = none.
+    pub expiry_days: Vec<u32>,
+    /// A notice when a token is created for the owner's account.
+    pub on_create: bool,
+    /// JSON POST of each notice here; empty = no webhook.
+    pub webhook_url: String,
+    /// The variable holding the webhook's HMAC-SHA256 key; empty = unsigned.
+    pub webhook_secret_env: String,
+    /// The variable holding `smtp://user:pass@host:587` (STARTTLS) or
+    /// `smtps://user:pass@host:465` (TLS); empty = no mail.
+    pub smtp_url_env: String,
+    pub mail_from: String,
+    /// How often tokens are checked for coming expiry.
+    pub check_interval_seconds: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            expiry_days: vec![14, 3, 1],
+            on_create: true,
+            webhook_url: String::new(),
+            webhook_secret_env: String::new(),
+            smtp_url_env: String::new(),
+            mail_from: String::new(),
+            check_interval_seconds: 3600,
+        }
+    }
+}
+
+/// How mail reaches the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://`: plain connection, then STARTTLS (required).
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+}
+
+/// `[notify] smtp_url_env`'s URL taken apart. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpUrl {
+    pub tls: SmtpTls,
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl std::fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpUrl")
+            .field("tls", &self.tls)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+impl SmtpUrl {
+    /// Reads `smtp://[user[:password]@]host[:port]` (port 587, STARTTLS) or
+    /// `smtps://…` (port 465, TLS); user and password percent-encoded. The
+    /// error says what is wrong without repeating the URL (it holds the
+    /// password).
+    pub fn parse(url: &str) -> Result<SmtpUrl, String> {
+        let url = url.trim();
+        let (tls, rest, default_port) = if let Some(rest) = strip_scheme(url, "smtp://") {
+            (SmtpTls::StartTls, rest, 587)
+        } else if let Some(rest) = strip_scheme(url, "smtps://") {
+            (SmtpTls::Implicit, rest, 465)
+        } else {
+            return Err(
+                "is not an SMTP URL: it must start with smtp:// (STARTTLS, port 587) or smtps:// (TLS, port 465)"
+                    .into(),
+            );
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#']) {
+            return Err(
+                "has a path or query; only smtp(s)://user:password@host:port is read".into(),
+            );
+        }
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| {
+                    "has a user name or password that is not UTF-8 once %-decoded".to_string()
+                })
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(info) => {
+                let (user, password) = match info.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (info, None),
+                };
+                let user = decode(user)?;
+                if user.is_empty() {
+                    return Err("has a password but no user name".into());
+                }
+                (
+                    Some(user),
+                    password.map(decode).transpose()?.map(Secret::new),
+                )
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or("has an IPv6 address without its closing ]")?;
+            (host.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err("has no host name".into());
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err("has a port that is not a number from 1 to 65535".into()),
+            },
+        };
+        Ok(SmtpUrl {
+            tls,
+            host,
+            port,
+            user,
+            password,
+        })
+    }
+}
+
+fn strip_scheme<'a>(url: &'a str, scheme: &str) -> Option<&'a str> {
+    url.get(..scheme.len())
+        .filter(|s| s.eq_ignore_ascii_case(scheme))
+        .map(|_| &url[scheme.len()..])
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
@@ -405,6 +563,35 @@ mod tests {
         let u = c.upstream_url().unwrap();
         assert_eq!(u.path_prefix, "/jira");
         assert_eq!(u.authority.as_str(), "jira.example.com");
+    }
+
+    #[test]
+    fn smtp_urls_are_read_and_their_errors_never_repeat_them() {
+        let u = SmtpUrl::parse("smtp://mailer%40corp:p%3Ass@mail.example.com").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port),
+            (SmtpTls::StartTls, "mail.example.com", 587)
+        );
+        assert_eq!(u.user.as_deref(), Some("mailer@corp"));
+        assert_eq!(u.password.as_ref().map(Secret::expose), Some("p:ss"));
+        assert!(!format!("{u:?}").contains("p:ss"));
+        let u = SmtpUrl::parse("SMTPS://[::1]:2465/").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.user),
+            (SmtpTls::Implicit, "::1", 2465, None)
+        );
+        for bad in [
+            "http://u:hunter2@mail",
+            "smtp://u:hunter2@",
+            "smtp://u:hunter2@mail:99999",
+            "smtp://u:hunter2@mail:x",
+            "smtp://:hunter2@mail",
+            "smtp://u:hunter2@mail/path",
+            "hunter2",
+        ] {
+            let e = SmtpUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("hunter2"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -22,12 +22,23 @@ impl Config {
         tokens(self, &mut Table::new("tokens", &mut out));
         log(self, &mut Table::new("log", &mut out));
         ui(self, &mut Table::new("ui", &mut out));
+        notify(self, &mut Table::new("notify", &mut out));
         out
     }
 
     /// Settings that work but are risky; `check-config` and `serve` name them.
     pub fn warnings(&self) -> Vec<Problem> {
         let mut out = Vec::new();
+        let n = &self.notify;
+        if (!n.smtp_url_env.is_empty() || !n.webhook_url.is_empty())
+            && self.server.public_url.is_empty()
+        {
+            out.push(Problem::at(
+                "server",
+                "public_url",
+                "is empty: expiry notices cannot say at which address to make a new token",
+            ));
+        }
         let c = &self.upstream.credentials;
         let listen = self.server.listen;
         if c.mode == CredentialMode::Header
@@ -259,6 +270,56 @@ fn tokens(c: &Config, t: &mut Table<'_>) {
         }
         if k.postgres_pool_size == 0 || k.postgres_pool_size > 1000 {
             t.bad("postgres_pool_size", "must be between 1 and 1000");
+        }
+    }
+}
+
+fn notify(c: &Config, t: &mut Table<'_>) {
+    let n = &c.notify;
+    if n.expiry_days.iter().any(|&d| d == 0 || d > 3650) {
+        t.bad("expiry_days", "each must be from 1 to 3650 days");
+    }
+    t.between(
+        "check_interval_seconds",
+        n.check_interval_seconds,
+        1,
+        86_400,
+    );
+    if !n.webhook_url.is_empty() {
+        match n.webhook_url.parse::<Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some_and(|a| !a.as_str().contains('@')) =>
+            {
+                if let Some(Err(e)) = u.authority().map(|a| port_problem(&n.webhook_url, a)) {
+                    t.bad("webhook_url", e);
+                }
+            }
+            _ => t.bad(
+                "webhook_url",
+                "must be an http:// or https:// URL with a host and no user name or password",
+            ),
+        }
+    } else if !n.webhook_secret_env.is_empty() {
+        t.bad("webhook_secret_env", "is set but webhook_url is empty");
+    }
+    if !n.smtp_url_env.is_empty() {
+        if n.mail_from.trim().is_empty() || !n.mail_from.contains('@') {
+            t.bad(
+                "mail_from",
+                "must be the sender's address (tokengate@example.com, or \"Tokengate <tokengate@example.com>\") when smtp_url_env is set",
+            );
+        } else if n.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            t.bad(
+                "mail_from",
+                format!("{:?} is not a mail address", n.mail_from),
+            );
+        }
+        if c.upstream.lookup_user.is_empty() {
+            t.bad(
+                "smtp_url_env",
+                "mail goes to the owner's address, which the upstream tells only the lookup account: set [upstream] lookup_user and lookup_password_env",
+            );
         }
     }
 }

@@ -63,6 +63,13 @@ impl SimUser {
     }
 }
 
+impl SimUser {
+    /// The user's mail address, as the upstream's user look-up tells it.
+    pub fn email(&self) -> String {
+        format!("{}@example.com", self.name)
+    }
+}
+
 /// The users of the demo: `admin`/`admin` (system administrator) and
 /// `alice`/`alice`, with user keys that differ from their names.
 pub fn demo_users() -> Vec<SimUser> {
@@ -318,7 +325,7 @@ fn jira_user(u: &SimUser, base: &str, groups: bool) -> Value {
         "self": format!("{base}/rest/api/2/user?username={}", u.name),
         "key": u.key,
         "name": u.name,
-        "emailAddress": format!("{}@example.com", u.name),
+        "emailAddress": u.email(),
         "displayName": u.display_name,
         "active": true,
         "timeZone": "UTC",
@@ -333,14 +340,19 @@ fn jira_user(u: &SimUser, base: &str, groups: bool) -> Value {
     v
 }
 
-fn confluence_user(u: &SimUser) -> Value {
-    json!({
+fn confluence_user(u: &SimUser, personal: bool) -> Value {
+    let mut v = json!({
         "type": "known",
         "username": u.name,
         "userKey": u.key,
         "displayName": u.display_name,
         "_links": {"self": format!("/rest/api/user?key={}", u.key)},
-    })
+    });
+    if personal {
+        // As Confluence tells it with expand=details.personal.
+        v["details"] = json!({"personal": {"email": u.email()}});
+    }
+    v
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -624,7 +636,7 @@ fn route(
             None => need_login(),
         },
         (Product::Confluence, "GET", "/rest/api/user/current") => match user {
-            Some(u) => json_reply(StatusCode::OK, confluence_user(u)),
+            Some(u) => json_reply(StatusCode::OK, confluence_user(u, false)),
             None => json_reply(
                 StatusCode::OK,
                 json!({"type": "anonymous", "displayName": "Anonymous"}),
@@ -634,8 +646,10 @@ fn route(
             if user.is_none() {
                 return need_login();
             }
+            let personal =
+                query_param(query, "expand").is_some_and(|e| e.contains("details.personal"));
             match find(query_param(query, "key"), query_param(query, "username")) {
-                Some(u) => json_reply(StatusCode::OK, confluence_user(u)),
+                Some(u) => json_reply(StatusCode::OK, confluence_user(u, personal)),
                 None => jira_error(StatusCode::NOT_FOUND, "No user found"),
             }
         }

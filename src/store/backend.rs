@@ -18,6 +18,24 @@ use async_trait::async_trait;
 use super::{AuthEntry, Filter, HotCache, InsertError, NewToken, Page, StoreError, TokenRecord};
 use crate::token::TokenHash;
 
+/// A use of a token, for `lastAccessed` and `lastAccessedFrom`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub id: u64,
+    /// Epoch milliseconds.
+    pub at: u64,
+    /// The client's address.
+    pub from: IpAddr,
+}
+
+/// A token after a rotation, and the secrets whose cached entries must go
+/// (the one replaced, and the one an earlier rotation had kept for its grace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub record: TokenRecord,
+    pub replaced: Vec<TokenHash>,
+}
+
 /// How a backend is doing, for `/readyz`: each part is `"ok"` or why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -65,13 +83,40 @@ pub trait Backend: Send + Sync + 'static {
         id: u64,
         description: &str,
     ) -> Result<Option<TokenRecord>, StoreError>;
+    /// Gives token `id` the secret `new_hash` (id, owner, description, scope
+    /// and expiry stay). With `previous_until` the replaced secret keeps
+    /// working until then (epoch ms) — any secret an earlier rotation kept
+    /// stops at once; with `None` it stops at once. `None` when there is no
+    /// such token. Durable on `Ok`; announced to other gateways.
+    async fn rotate(
+        &self,
+        id: u64,
+        new_hash: TokenHash,
+        previous_until: Option<u64>,
+    ) -> Result<Option<Rotated>, StoreError>;
     /// Deletes one token; the deleted record, or `None` when there was none.
     async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError>;
     /// Deletes all tokens of a user; how many.
     async fn delete_user(&self, user_key: &str) -> Result<u64, StoreError>;
-    /// Raises `lastAccessed` of existing records to the given values (the
-    /// maximum of stored and new); unknown ids are skipped.
-    async fn record_access(&self, batch: Vec<(u64, u64)>) -> Result<(), StoreError>;
+    /// Raises `lastAccessed` of existing records to the given times (the
+    /// maximum of stored and new), with `lastAccessedFrom` the address of the
+    /// use that wins; unknown ids are skipped.
+    async fn record_access(&self, batch: Vec<Access>) -> Result<(), StoreError>;
+    /// Claims notice `notice` (`"expiry-14d/mail"`, say) of token `id`,
+    /// atomically across every gateway on this store: true when it was never
+    /// sent and nobody holds it, or the holder's lease (`lease_until`, epoch
+    /// ms) ran out before `now_ms` (it died while sending). False for a
+    /// token that does not exist.
+    async fn claim_notice(
+        &self,
+        id: u64,
+        notice: &str,
+        now_ms: u64,
+        lease_until: u64,
+    ) -> Result<bool, StoreError>;
+    /// Ends a claim: `sent` marks the notice sent for good; otherwise the
+    /// claim is let go (unless it was sent), so that it is tried again.
+    async fn finish_notice(&self, id: u64, notice: &str, sent: bool) -> Result<(), StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
     /// The id the next token will get (at least).
     async fn next_id(&self) -> Result<u64, StoreError>;

@@ -206,6 +206,8 @@ mod tests {
             user_name: "u".into(),
             valid_until: 0,
             scope: Scope::ReadWrite,
+            allowed: Default::default(),
+            superseded: false,
         })
     }
 

@@ -6,6 +6,7 @@
 //! memory ([`HotCache`]), so the token hot path does not wait for the
 //! engine, and `lastAccessed` kept in memory and written in batches.
 
+mod allowed;
 mod backend;
 mod cache;
 pub mod open;
@@ -13,6 +14,7 @@ mod postgres;
 mod sled_store;
 pub mod tools;
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -23,7 +25,8 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::metrics::StoreMetrics;
 use crate::token::TokenHash;
 
-pub use backend::{Backend, FailureOutcome, Health, Locked, SharedFailures};
+pub use allowed::{AllowedIps, AllowedNets, MAX_ALLOWED_IPS};
+pub use backend::{Access, Backend, FailureOutcome, Health, Locked, Rotated, SharedFailures};
 pub use cache::{Cause, Change, HotCache};
 pub use postgres::{PostgresBackend, PostgresSettings, migrate as postgres_migrate};
 pub use sled_store::{SledBackend, SledEngine};
@@ -53,7 +56,7 @@ impl Scope {
 }
 
 /// A stored token. Never holds the plain token, only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub id: u64,
     pub hash: TokenHash,
@@ -71,9 +74,24 @@ pub struct TokenRecord {
     /// Epoch milliseconds; 0 = never used.
     pub last_accessed: u64,
     pub scope: Scope,
+    /// Where the token may be used from; empty = anywhere.
+    pub allowed_ips: AllowedIps,
+    /// The client address of the latest use, beside `last_accessed`.
+    pub last_accessed_from: Option<IpAddr>,
+    /// The secret a rotation replaced, while its grace lasts.
+    pub previous: Option<Previous>,
+}
+
+/// The secret before a rotation: it keeps working until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    pub hash: TokenHash,
+    /// Epoch milliseconds: refused from then on.
+    pub until: u64,
 }
 
 impl TokenRecord {
+    /// What the hot path needs when the token is presented by its current secret.
     pub fn auth_entry(&self) -> AuthEntry {
         AuthEntry {
             id: self.id,
@@ -81,12 +99,38 @@ impl TokenRecord {
             user_name: self.user_name.clone(),
             valid_until: self.valid_until,
             scope: self.scope,
+            allowed: self.allowed_ips.nets(),
+            superseded: false,
         }
+    }
+
+    /// What the hot path needs for `hash`: the current secret, or the
+    /// previous one with its grace end as its expiry (so that an entry
+    /// cached for it cannot outlive the grace); `None` for any other hash.
+    pub fn entry_for(&self, hash: &TokenHash) -> Option<AuthEntry> {
+        if self.hash == *hash {
+            return Some(self.auth_entry());
+        }
+        let previous = self.previous.filter(|p| p.hash == *hash)?;
+        Some(AuthEntry {
+            valid_until: earlier_expiry(self.valid_until, previous.until),
+            superseded: true,
+            ..self.auth_entry()
+        })
     }
 
     /// Expired at `now_ms`? See [`expired`].
     pub fn is_expired(&self, now_ms: u64) -> bool {
         expired(self.valid_until, now_ms)
+    }
+}
+
+/// The earlier of two expiry times where 0 means never.
+pub fn earlier_expiry(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
     }
 }
 
@@ -97,13 +141,19 @@ pub fn expired(valid_until: u64, now_ms: u64) -> bool {
 
 /// What the token hot path needs, stored under the token's hash so that a
 /// request costs one lookup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthEntry {
     pub id: u64,
     pub user_key: String,
     pub user_name: String,
+    /// When this secret stops working: the token's expiry, or for a secret
+    /// a rotation replaced the end of its grace, whichever comes first.
     pub valid_until: u64,
     pub scope: Scope,
+    /// The client addresses the token works from; empty = anywhere.
+    pub allowed: AllowedNets,
+    /// Found by a secret that a rotation replaced.
+    pub superseded: bool,
 }
 
 impl AuthEntry {
@@ -124,6 +174,7 @@ pub struct NewToken {
     pub created: u64,
     pub valid_until: u64,
     pub scope: Scope,
+    pub allowed_ips: AllowedIps,
 }
 
 /// The filters of `tokensByFilter`.
@@ -136,6 +187,8 @@ pub struct Filter {
     /// Substring of the description, compared case-insensitively; give it in lower case.
     pub description: Option<String>,
     pub scope: Option<Scope>,
+    /// Only tokens with (`true`) or without (`false`) `allowedIps`.
+    pub allowed_ips_set: Option<bool>,
 }
 
 impl Filter {
@@ -155,6 +208,11 @@ impl Filter {
         }
         if let Some(needle) = &self.description
             && !r.description.to_lowercase().contains(needle.as_str())
+        {
+            return false;
+        }
+        if let Some(set) = self.allowed_ips_set
+            && r.allowed_ips.is_empty() == set
         {
             return false;
         }
@@ -198,9 +256,10 @@ pub enum InsertError {
 pub struct Store {
     backend: Arc<dyn Backend>,
     cache: Arc<HotCache>,
-    /// `lastAccessed` not yet written: id → epoch ms. Touched on every token
-    /// request, so hashed with foldhash rather than SipHash.
-    access: DashMap<u64, u64, foldhash::fast::RandomState>,
+    /// `lastAccessed` not yet written: id → epoch ms and the client address
+    /// of that use. Touched on every token request, so hashed with foldhash
+    /// rather than SipHash.
+    access: DashMap<u64, (u64, IpAddr), foldhash::fast::RandomState>,
     metrics: OnceLock<Arc<StoreMetrics>>,
 }
 
@@ -273,17 +332,24 @@ impl Store {
         Ok(Some(entry))
     }
 
-    /// Notes a successful use; written by [`Store::flush_access`].
-    pub fn touch(&self, id: u64, now_ms: u64) {
+    /// Notes a successful use from `from`; written by [`Store::flush_access`].
+    /// The latest use wins, with its address.
+    pub fn touch(&self, id: u64, now_ms: u64, from: IpAddr) {
         self.access
             .entry(id)
-            .and_modify(|t| *t = (*t).max(now_ms))
-            .or_insert(now_ms);
+            .and_modify(|seen| {
+                if now_ms >= seen.0 {
+                    *seen = (now_ms, from);
+                }
+            })
+            .or_insert((now_ms, from));
     }
 
     fn with_access(&self, mut r: TokenRecord) -> TokenRecord {
-        if let Some(t) = self.access.get(&r.id) {
-            r.last_accessed = r.last_accessed.max(*t);
+        if let Some(seen) = self.access.get(&r.id)
+            && seen.0 > r.last_accessed
+        {
+            (r.last_accessed, r.last_accessed_from) = (seen.0, Some(seen.1));
         }
         r
     }
@@ -351,13 +417,64 @@ impl Store {
     pub async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
         let outcome = self.backend.delete(id).await;
         match &outcome {
-            Ok(Some(r)) => self.cache.forget(&r.hash),
+            Ok(Some(r)) => {
+                self.cache.forget(&r.hash);
+                if let Some(p) = r.previous {
+                    self.cache.forget(&p.hash);
+                }
+            }
             Ok(None) => {}
             // Whether it is gone is unknown: nothing cached is trusted.
             Err(_) => self.cache.forget_all(),
         }
         self.access.remove(&id);
         self.counted("delete", outcome)
+    }
+
+    /// Gives a token a new secret (`new_hash`); the old one keeps working
+    /// until `previous_until` (epoch ms), or stops at once with `None`.
+    /// Returns once durable, with every cached entry of the old secrets gone.
+    pub async fn rotate(
+        &self,
+        id: u64,
+        new_hash: TokenHash,
+        previous_until: Option<u64>,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let outcome = self.backend.rotate(id, new_hash, previous_until).await;
+        match &outcome {
+            // Read again on their next use: the replaced secret then comes
+            // back with its grace end as its expiry.
+            Ok(Some(rotated)) => rotated.replaced.iter().for_each(|h| self.cache.forget(h)),
+            Ok(None) => {}
+            // Whether the old secret still works is unknown: nothing cached is trusted.
+            Err(_) => self.cache.forget_all(),
+        }
+        let rotated = self.counted("rotate", outcome)?;
+        Ok(rotated.map(|r| self.with_access(r.record)))
+    }
+
+    /// Claims the notice `notice` of token `id` for this gateway until
+    /// `lease_until` (epoch ms): true when nobody sent it and nobody else is
+    /// sending it. See [`Backend::claim_notice`].
+    pub async fn claim_notice(
+        &self,
+        id: u64,
+        notice: &str,
+        now_ms: u64,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        self.counted(
+            "notice",
+            self.backend
+                .claim_notice(id, notice, now_ms, lease_until)
+                .await,
+        )
+    }
+
+    /// A claimed notice was sent (`true`: never again) or not (`false`: the
+    /// claim is let go, to be tried again).
+    pub async fn finish_notice(&self, id: u64, notice: &str, sent: bool) -> Result<(), StoreError> {
+        self.counted("notice", self.backend.finish_notice(id, notice, sent).await)
     }
 
     /// Deletes all tokens of a user; returns once durable.
@@ -372,7 +489,15 @@ impl Store {
     /// Writes the `lastAccessed` values gathered since the last call. Returns
     /// how many were written.
     pub async fn flush_access(&self) -> Result<usize, StoreError> {
-        let batch: Vec<(u64, u64)> = self.access.iter().map(|e| (*e.key(), *e.value())).collect();
+        let batch: Vec<Access> = self
+            .access
+            .iter()
+            .map(|e| Access {
+                id: *e.key(),
+                at: e.value().0,
+                from: e.value().1,
+            })
+            .collect();
         if batch.is_empty() {
             return Ok(0);
         }
@@ -381,8 +506,8 @@ impl Store {
             self.backend.record_access(batch.clone()).await,
         )?;
         // Drop only what was written; a newer touch stays for the next round.
-        for (id, t) in &batch {
-            self.access.remove_if(id, |_, v| *v <= *t);
+        for a in &batch {
+            self.access.remove_if(&a.id, |_, v| v.0 <= a.at);
         }
         Ok(batch.len())
     }
@@ -490,6 +615,7 @@ mod tests {
             created: 1,
             valid_until,
             scope: Scope::ReadWrite,
+            allowed_ips: AllowedIps::default(),
         }
     }
 
@@ -650,8 +776,9 @@ mod tests {
         let (_dir, store) = temp_store();
         store.create(new_token("A", "1", 0), 0).await.unwrap();
         store.create(new_token("A", "2", 0), 0).await.unwrap();
-        store.touch(1, 500);
-        store.touch(2, 600);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        store.touch(1, 500, ip);
+        store.touch(2, 600, ip);
         assert_eq!(
             store.get(1).await.unwrap().unwrap().last_accessed,
             500,
@@ -663,11 +790,12 @@ mod tests {
             "not yet written"
         );
         store.delete(2).await.unwrap();
-        store.touch(2, 700);
+        store.touch(2, 700, ip);
         assert_eq!(store.flush_access().await.unwrap(), 2);
+        let written = store.backend().get(1).await.unwrap().unwrap();
         assert_eq!(
-            store.backend().get(1).await.unwrap().unwrap().last_accessed,
-            500
+            (written.last_accessed, written.last_accessed_from),
+            (500, Some(ip))
         );
         assert!(
             store.backend().get(2).await.unwrap().is_none(),

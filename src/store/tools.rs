@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Scope, StoreError, TokenRecord};
+use super::{AllowedIps, Backend, Previous, Scope, StoreError, TokenRecord};
 use crate::token::TokenHash;
 
 /// The highest id an import accepts: 2^53, exact in every JSON reader.
@@ -34,6 +34,17 @@ pub struct Exported {
     pub valid_until: u64,
     pub last_accessed: u64,
     pub token_scope: u8,
+    /// Left out when empty, so that an export of tokens without it reads as
+    /// an older version's (which refuses lines with fields it does not know).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_accessed_from: Option<std::net::IpAddr>,
+    /// The secret a rotation replaced (SHA-256, hex) and until when it works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<u64>,
 }
 
 impl From<&TokenRecord> for Exported {
@@ -49,6 +60,10 @@ impl From<&TokenRecord> for Exported {
             valid_until: r.valid_until,
             last_accessed: r.last_accessed,
             token_scope: r.scope.code(),
+            allowed_ips: r.allowed_ips.to_strings(),
+            last_accessed_from: r.last_accessed_from,
+            previous_sha256: r.previous.map(|p| p.hash.to_hex()),
+            previous_valid_until: r.previous.map(|p| p.until),
         }
     }
 }
@@ -66,6 +81,27 @@ impl Exported {
         if self.token_for_user_key.is_empty() || self.token_for_user_name.is_empty() {
             return Err("tokenForUserKey and tokenForUserName must not be empty".into());
         }
+        if self.allowed_ips.len() > super::MAX_ALLOWED_IPS {
+            return Err(format!(
+                "allowedIps holds more than {} entries",
+                super::MAX_ALLOWED_IPS
+            ));
+        }
+        let mut nets = Vec::with_capacity(self.allowed_ips.len());
+        for entry in &self.allowed_ips {
+            nets.push(
+                AllowedIps::parse_entry(entry)
+                    .ok_or_else(|| format!("allowedIps: {entry:?} is not an IP address or CIDR"))?,
+            );
+        }
+        let previous = match (self.previous_sha256, self.previous_valid_until) {
+            (None, None) => None,
+            (Some(hex), Some(until)) => Some(Previous {
+                hash: TokenHash::from_hex(&hex).ok_or("previousSha256 must be 64 hex digits")?,
+                until,
+            }),
+            _ => return Err("previousSha256 and previousValidUntil go together".into()),
+        };
         Ok(TokenRecord {
             id: self.id,
             hash,
@@ -77,6 +113,9 @@ impl Exported {
             valid_until: self.valid_until,
             last_accessed: self.last_accessed,
             scope,
+            allowed_ips: AllowedIps::from_nets(nets),
+            last_accessed_from: self.last_accessed_from,
+            previous,
         })
     }
 }
@@ -93,7 +132,7 @@ pub struct Header {
 #[serde(untagged)]
 enum Line {
     Header(Header),
-    Token(Exported),
+    Token(Box<Exported>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -102,6 +102,15 @@ impl JiraSetup {
     }
 
     pub async fn with(sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> JiraSetup {
+        JiraSetup::with_env(sim, &[], tweak).await
+    }
+
+    /// [`JiraSetup::with`], with more environment variables for the gateway.
+    pub async fn with_env(
+        sim: SimConfig,
+        env: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> JiraSetup {
         let sim = header_mode_sim(sim).await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = header_mode_config(&sim.url(), dir.path());
@@ -118,11 +127,15 @@ impl JiraSetup {
             options(
                 clock.clone(),
                 &[
-                    ("GW_SECRET", SECRET),
-                    ("LOOKUP_PW", "admin"),
-                    ("SVC_PW", "svc-pw"),
-                    ("SVC_PAT", "svc-pat"),
-                ],
+                    &[
+                        ("GW_SECRET", SECRET),
+                        ("LOOKUP_PW", "admin"),
+                        ("SVC_PW", "svc-pw"),
+                        ("SVC_PAT", "svc-pat"),
+                    ],
+                    env,
+                ]
+                .concat(),
             ),
         )
         .await

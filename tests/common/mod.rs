@@ -8,10 +8,12 @@
 pub mod caller;
 pub mod cut;
 pub mod echo;
+pub mod hook;
 pub mod jira;
 pub mod pg;
 pub mod process;
 pub mod secrets;
+pub mod smtp;
 pub mod wire;
 
 // Each test binary uses its own part of the harness.

@@ -116,6 +116,7 @@ pub fn write_config(path: &Path, upstream_url: &str, store_path: &Path, extra: &
         ),
         ("auth", vec![]),
         ("log", vec!["format = \"json\"".into()]),
+        ("notify", vec![]),
     ];
     for (table, line) in extra {
         let (_, lines) = tables

@@ -12,7 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Secrets the tests hand to gateways and simulated upstreams (passwords that
 /// are not also user names, shared secrets, service credentials).
-pub const KNOWN_SECRETS: &[&str] = &[super::SECRET, "svc-pw", "svc-pat", "Carol-Pa55word-7f3a"];
+pub const KNOWN_SECRETS: &[&str] = &[
+    super::SECRET,
+    "svc-pw",
+    "svc-pat",
+    "Carol-Pa55word-7f3a",
+    // The notice tests' mail password and webhook key.
+    "Mail-Pa55-9c1e",
+    "hook-key-4f0a",
+];
 
 /// Lines scanned so far in this test binary.
 pub static SCANNED: AtomicU64 = AtomicU64::new(0);

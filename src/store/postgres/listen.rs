@@ -306,6 +306,8 @@ mod tests {
             user_name: "u".into(),
             valid_until: 0,
             scope: Scope::ReadWrite,
+            allowed: Default::default(),
+            superseded: false,
         });
         cache.insert_unless_evicted(&hash, entry, cache.generation());
         hash

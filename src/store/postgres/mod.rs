@@ -14,7 +14,14 @@
 //!   so that concurrent writers seldom wait for the same row; an unfiltered
 //!   listing sums them instead of counting a million rows
 //! - `tokengate_failed_logins`: see [`failures`]
+//! - `tokengate_notices`: the expiry and creation notices claimed and sent,
+//!   one row per (token, notice), gone with the token (schema version 2)
 //! - `tokengate_schema`: the versions applied
+//!
+//! Since version 2 a token row also holds its `allowed_ips`, the address of
+//! its last use, and the secret a rotation replaced while its grace lasts
+//! (`previous_hash`, unique too, and `previous_until`): a lookup by hash
+//! finds either secret.
 //!
 //! Every write is one statement or one transaction and keeps the user rows
 //! and the counts right in the same; `Ok` means committed. Row locks are
@@ -51,10 +58,12 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
+use crate::store::backend::{Access, Rotated};
 use crate::store::backend::{Backend, Health, SharedFailures};
 use crate::store::cache::HotCache;
 use crate::store::{
-    AuthEntry, Filter, InsertError, NewToken, Page, Scope, StoreError, TokenRecord,
+    AllowedIps, AuthEntry, Filter, InsertError, NewToken, Page, Previous, Scope, StoreError,
+    TokenRecord, earlier_expiry,
 };
 use crate::token::TokenHash;
 use connect::Target;
@@ -185,13 +194,18 @@ fn shard(id: i64) -> i16 {
     id.rem_euclid(16) as i16
 }
 
-/// The columns of a [`TokenRecord`], in [`record`]'s order.
+/// The columns of a [`TokenRecord`], in [`record`]'s order
+/// ([`RECORD_COLUMNS`] of them).
 macro_rules! record_columns {
     () => {
         "id, hash, description, user_key, user_name, created_by, created, valid_until, \
-         last_accessed, scope"
+         last_accessed, scope, allowed_ips::text[] AS allowed_ips, last_accessed_from, \
+         previous_hash, previous_until"
     };
 }
+
+/// How many columns [`record_columns`] names.
+const RECORD_COLUMNS: usize = 14;
 
 /// The payload of a change notification (see [`listen`]): `$node` names
 /// the sending backend, `$token` the token's hash hex or `'all'`.
@@ -216,6 +230,19 @@ fn record(row: &Row) -> Result<TokenRecord, StoreError> {
     let hash = <[u8; 32]>::try_from(hash)
         .map_err(|_| corrupt(id, format!("a hash of {} bytes", hash.len())))?;
     let scope: i16 = row.try_get(9).map_err(bad)?;
+    let allowed: Vec<String> = row.try_get(10).map_err(bad)?;
+    let previous_hash: Option<&[u8]> = row.try_get(12).map_err(bad)?;
+    let previous_until: Option<i64> = row.try_get(13).map_err(bad)?;
+    let previous = match (previous_hash, previous_until) {
+        (Some(hash), Some(until)) => Some(Previous {
+            hash: TokenHash(
+                <[u8; 32]>::try_from(hash)
+                    .map_err(|_| corrupt(id, format!("a previous hash of {} bytes", hash.len())))?,
+            ),
+            until: ms(until),
+        }),
+        _ => None,
+    };
     Ok(TokenRecord {
         id: u64::try_from(id).map_err(|_| corrupt(id, "a negative id"))?,
         hash: TokenHash(hash),
@@ -228,7 +255,27 @@ fn record(row: &Row) -> Result<TokenRecord, StoreError> {
         last_accessed: ms(row.try_get(8).map_err(bad)?),
         scope: Scope::from_code(i64::from(scope))
             .ok_or_else(|| corrupt(id, format!("scope {scope}")))?,
+        allowed_ips: allowed_ips(id, &allowed)?,
+        last_accessed_from: row.try_get(11).map_err(bad)?,
+        previous,
     })
+}
+
+/// `allowed_ips` as read (`cidr[]` as text).
+fn allowed_ips(id: i64, texts: &[String]) -> Result<AllowedIps, StoreError> {
+    let mut nets = Vec::with_capacity(texts.len());
+    for text in texts {
+        nets.push(
+            AllowedIps::parse_entry(text)
+                .ok_or_else(|| corrupt(id, format!("allowed_ips holds {text:?}")))?,
+        );
+    }
+    Ok(AllowedIps::from_nets(nets))
+}
+
+/// `allowedIps` as a `cidr[]` literal for a `text` parameter.
+fn cidr_array(allowed: &AllowedIps) -> String {
+    format!("{{{}}}", allowed.to_strings().join(","))
 }
 
 fn ms(v: i64) -> u64 {
@@ -252,8 +299,10 @@ fn contains_pattern(needle: &str) -> String {
 // ---------------------------------------------------------------------------
 // Statements
 
-const LOOKUP: &str =
-    "SELECT id, user_key, user_name, valid_until, scope FROM tokengate_tokens WHERE hash = $1";
+/// By the current secret, or by the previous one while a rotation keeps it.
+const LOOKUP: &str = "
+SELECT id, user_key, user_name, valid_until, scope, allowed_ips::text[], hash = $1, previous_until
+FROM tokengate_tokens WHERE hash = $1 OR previous_hash = $1";
 
 const GET: &str = concat!(
     "SELECT ",
@@ -290,8 +339,10 @@ WITH owner AS (
     RETURNING u.tokens
 ), token AS (
     INSERT INTO tokengate_tokens
-        (id, hash, description, user_key, user_name, created_by, created, valid_until, scope)
-    SELECT nextval('tokengate_token_ids'), $3, $4, $1, $5, $6, $7, $8, $9 FROM owner
+        (id, hash, description, user_key, user_name, created_by, created, valid_until, scope,
+         allowed_ips)
+    SELECT nextval('tokengate_token_ids'), $3, $4, $1, $5, $6, $7, $8, $9, $10::text::cidr[]
+    FROM owner
     RETURNING id
 ), counted AS (
     UPDATE tokengate_counts AS c SET n = c.n + 1 FROM token WHERE c.shard = token.id % 16
@@ -315,7 +366,9 @@ WITH gone AS (
 )
 SELECT gone.*, ",
     notify!("$2", "encode(gone.hash, 'hex')"),
-    " FROM gone"
+    ", CASE WHEN gone.previous_hash IS NULL THEN NULL ELSE ",
+    notify!("$2", "encode(gone.previous_hash, 'hex')"),
+    " END FROM gone"
 );
 
 const UPDATE_DESCRIPTION: &str = concat!(
@@ -348,13 +401,56 @@ WHERE c.shard = d.shard";
 
 const NOTIFY_ALL: &str = concat!("SELECT ", notify!("$1", "'all'"));
 
-/// Raises `lastAccessed`. The rows are locked in id order first: two
-/// gateways recording the same popular tokens at once then wait for each
-/// other instead of deadlocking.
+/// A new secret for a token: the current one becomes the previous one
+/// while `$3` (its grace end) is given, else goes; an earlier previous one
+/// goes either way. Both replaced secrets are announced.
+const ROTATE: &str = concat!(
+    "
+WITH prior AS (
+    SELECT id, hash, previous_hash FROM tokengate_tokens WHERE id = $1 FOR UPDATE
+), changed AS (
+    UPDATE tokengate_tokens AS t SET hash = $2,
+        previous_hash = CASE WHEN $3::bigint IS NULL THEN NULL ELSE prior.hash END,
+        previous_until = $3::bigint
+    FROM prior WHERE t.id = prior.id
+    RETURNING ",
+    "t.id, t.hash, t.description, t.user_key, t.user_name, t.created_by, t.created, \
+     t.valid_until, t.last_accessed, t.scope, t.allowed_ips::text[] AS allowed_ips, \
+     t.last_accessed_from, t.previous_hash, t.previous_until, \
+     prior.hash AS replaced, prior.previous_hash AS replaced_previous",
+    "
+)
+SELECT changed.*, ",
+    notify!("$4", "encode(changed.replaced, 'hex')"),
+    ", CASE WHEN changed.replaced_previous IS NULL THEN NULL ELSE ",
+    notify!("$4", "encode(changed.replaced_previous, 'hex')"),
+    " END FROM changed"
+);
+
+/// Claims a notice: a new row, or one whose holder's lease ran out and
+/// that was never sent. Nothing for a token that does not exist.
+const CLAIM_NOTICE: &str = "
+INSERT INTO tokengate_notices AS n (token_id, notice, lease_until)
+SELECT $1, $2, $4 WHERE EXISTS (SELECT 1 FROM tokengate_tokens WHERE id = $1)
+ON CONFLICT (token_id, notice) DO UPDATE SET lease_until = excluded.lease_until
+    WHERE NOT n.sent AND n.lease_until <= $3
+RETURNING 1";
+
+const NOTICE_SENT: &str =
+    "UPDATE tokengate_notices SET sent = true WHERE token_id = $1 AND notice = $2";
+
+const NOTICE_RELEASED: &str =
+    "DELETE FROM tokengate_notices WHERE token_id = $1 AND notice = $2 AND NOT sent";
+
+/// Raises `lastAccessed`, with the address of the use that wins. The rows
+/// are locked in id order first: two gateways recording the same popular
+/// tokens at once then wait for each other instead of deadlocking.
 const RECORD_ACCESS: &str = "
-UPDATE tokengate_tokens AS t SET last_accessed = GREATEST(t.last_accessed, v.at)
-FROM (SELECT l.id, v.at FROM tokengate_tokens AS l
-      JOIN unnest($1::bigint[], $2::bigint[]) AS v(id, at) ON v.id = l.id
+UPDATE tokengate_tokens AS t SET last_accessed = GREATEST(t.last_accessed, v.at),
+    last_accessed_from = CASE WHEN v.at > t.last_accessed THEN v.from_ip
+                              ELSE t.last_accessed_from END
+FROM (SELECT l.id, v.at, v.from_ip FROM tokengate_tokens AS l
+      JOIN unnest($1::bigint[], $2::bigint[], $3::inet[]) AS v(id, at, from_ip) ON v.id = l.id
       WHERE l.last_accessed < v.at
       ORDER BY l.id FOR UPDATE OF l) AS v
 WHERE t.id = v.id";
@@ -376,9 +472,17 @@ WHERE CASE WHEN is_called THEN last_value + 1 ELSE last_value END < $1";
 const RESTORE: &str = "
 WITH added AS (
     INSERT INTO tokengate_tokens (id, hash, description, user_key, user_name, created_by,
-                                  created, valid_until, last_accessed, scope)
-    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::smallint[])
+                                  created, valid_until, last_accessed, scope, allowed_ips,
+                                  last_accessed_from, previous_hash, previous_until)
+    SELECT r.id, r.hash, r.description, r.user_key, r.user_name, r.created_by, r.created,
+           r.valid_until, r.last_accessed, r.scope, r.allowed_ips::cidr[], r.last_accessed_from,
+           r.previous_hash, r.previous_until
+    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[],
+                $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::smallint[],
+                $11::text[], $12::inet[], $13::bytea[], $14::bigint[])
+         AS r(id, hash, description, user_key, user_name, created_by, created, valid_until,
+              last_accessed, scope, allowed_ips, last_accessed_from, previous_hash,
+              previous_until)
     ON CONFLICT DO NOTHING
     RETURNING id, user_key
 ), owners AS (
@@ -530,13 +634,24 @@ impl Backend for PostgresBackend {
         };
         let id: i64 = row.get(0);
         let scope: i16 = row.get(4);
+        let allowed: Vec<String> = row.get(5);
+        let current: bool = row.get(6);
+        let previous_until: Option<i64> = row.get(7);
+        let valid_until = ms(row.get(3));
         Ok(Some(AuthEntry {
             id: u64::try_from(id).map_err(|_| corrupt(id, "a negative id"))?,
             user_key: row.get(1),
             user_name: row.get(2),
-            valid_until: ms(row.get(3)),
+            // Found by the previous secret: it works until its grace ends.
+            valid_until: if current {
+                valid_until
+            } else {
+                earlier_expiry(valid_until, previous_until.map_or(1, ms).max(1))
+            },
             scope: Scope::from_code(i64::from(scope))
                 .ok_or_else(|| corrupt(id, format!("scope {scope}")))?,
+            allowed: allowed_ips(id, &allowed)?.nets(),
+            superseded: !current,
         }))
     }
 
@@ -599,6 +714,11 @@ impl Backend for PostgresBackend {
             params.push(scope);
             conditions.push(format!("scope = ${}", params.len()));
         }
+        match filter.allowed_ips_set {
+            Some(true) => conditions.push("cardinality(allowed_ips) > 0".into()),
+            Some(false) => conditions.push("cardinality(allowed_ips) = 0".into()),
+            None => {}
+        }
         let condition = if conditions.is_empty() {
             String::new()
         } else {
@@ -637,7 +757,7 @@ impl Backend for PostgresBackend {
                 .await
                 .map_err(unavailable)?;
             if let Some(first) = rows.first() {
-                let total: i64 = first.try_get(10).map_err(unavailable)?;
+                let total: i64 = first.try_get(RECORD_COLUMNS).map_err(unavailable)?;
                 return Ok(Page {
                     items: rows.iter().map(record).collect::<Result<_, _>>()?,
                     total: ms(total),
@@ -646,7 +766,10 @@ impl Backend for PostgresBackend {
         }
 
         // The total, without counting rows when a count is kept.
-        let only_users = not_after.is_none() && pattern.is_none() && scope.is_none();
+        let only_users = not_after.is_none()
+            && pattern.is_none()
+            && scope.is_none()
+            && filter.allowed_ips_set.is_none();
         let total = async {
             let row = if conditions.is_empty() {
                 let statement = client.prepare_cached(COUNT).await?;
@@ -698,6 +821,7 @@ impl Backend for PostgresBackend {
                     &db_int(token.created),
                     &db_int(token.valid_until),
                     &i16::from(token.scope.code()),
+                    &cidr_array(&token.allowed_ips),
                 ],
             )
             .await
@@ -724,6 +848,9 @@ impl Backend for PostgresBackend {
             valid_until: token.valid_until,
             last_accessed: 0,
             scope: token.scope,
+            allowed_ips: token.allowed_ips,
+            last_accessed_from: None,
+            previous: None,
         })
     }
 
@@ -757,6 +884,17 @@ impl Backend for PostgresBackend {
             let valid_until: Vec<i64> = chunk.iter().map(|r| db_int(r.valid_until)).collect();
             let accessed: Vec<i64> = chunk.iter().map(|r| db_int(r.last_accessed)).collect();
             let scopes: Vec<i16> = chunk.iter().map(|r| i16::from(r.scope.code())).collect();
+            let allowed: Vec<String> = chunk.iter().map(|r| cidr_array(&r.allowed_ips)).collect();
+            let from: Vec<Option<std::net::IpAddr>> =
+                chunk.iter().map(|r| r.last_accessed_from).collect();
+            let previous_hashes: Vec<Option<&[u8]>> = chunk
+                .iter()
+                .map(|r| r.previous.as_ref().map(|p| &p.hash.0[..]))
+                .collect();
+            let previous_until: Vec<Option<i64>> = chunk
+                .iter()
+                .map(|r| r.previous.map(|p| db_int(p.until)))
+                .collect();
             let row = tx
                 .query_one(
                     &statement,
@@ -771,6 +909,10 @@ impl Backend for PostgresBackend {
                         &valid_until,
                         &accessed,
                         &scopes,
+                        &allowed,
+                        &from,
+                        &previous_hashes,
+                        &previous_until,
                     ],
                 )
                 .await
@@ -799,6 +941,84 @@ impl Backend for PostgresBackend {
             .as_ref()
             .map(record)
             .transpose()
+    }
+
+    async fn rotate(
+        &self,
+        id: u64,
+        new_hash: TokenHash,
+        previous_until: Option<u64>,
+    ) -> Result<Option<Rotated>, StoreError> {
+        let Some(id) = db_id(id) else {
+            return Ok(None);
+        };
+        let node: &str = &self.node;
+        let until = previous_until.map(db_int);
+        let client = self.client().await?;
+        let statement = client.prepare_cached(ROTATE).await.map_err(unavailable)?;
+        let row = client
+            .query_opt(&statement, &[&id, &&new_hash.0[..], &until, &node])
+            .await
+            .map_err(|e| match e.code() {
+                Some(&SqlState::UNIQUE_VIOLATION) => {
+                    StoreError::Corrupt("token hash already present".into())
+                }
+                _ => unavailable(e),
+            })?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let hash_at = |i: usize| -> Result<Option<TokenHash>, StoreError> {
+            let bytes: Option<&[u8]> = row.try_get(i).map_err(unavailable)?;
+            Ok(bytes
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .map(TokenHash))
+        };
+        let replaced = [hash_at(RECORD_COLUMNS)?, hash_at(RECORD_COLUMNS + 1)?]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(Some(Rotated {
+            record: record(&row)?,
+            replaced,
+        }))
+    }
+
+    async fn claim_notice(
+        &self,
+        id: u64,
+        notice: &str,
+        now_ms: u64,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(id) = db_id(id) else {
+            return Ok(false);
+        };
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(CLAIM_NOTICE)
+            .await
+            .map_err(unavailable)?;
+        let claimed = client
+            .query_opt(
+                &statement,
+                &[&id, &notice, &db_int(now_ms), &db_int(lease_until)],
+            )
+            .await;
+        match claimed {
+            Ok(row) => Ok(row.is_some()),
+            // The token was deleted meanwhile: nothing to send.
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn finish_notice(&self, id: u64, notice: &str, sent: bool) -> Result<(), StoreError> {
+        let Some(id) = db_id(id) else {
+            return Ok(());
+        };
+        let sql = if sent { NOTICE_SENT } else { NOTICE_RELEASED };
+        self.query(sql, &[&id, &notice]).await.map(drop)
     }
 
     async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
@@ -860,12 +1080,12 @@ impl Backend for PostgresBackend {
         Ok(ids.len() as u64)
     }
 
-    async fn record_access(&self, mut batch: Vec<(u64, u64)>) -> Result<(), StoreError> {
-        // One time per id, the latest; ids that cannot exist are dropped.
-        batch.retain(|&(id, _)| db_id(id).is_some());
-        batch.sort_unstable();
+    async fn record_access(&self, mut batch: Vec<Access>) -> Result<(), StoreError> {
+        // One use per id, the latest; ids that cannot exist are dropped.
+        batch.retain(|a| db_id(a.id).is_some());
+        batch.sort_unstable_by_key(|a| (a.id, a.at));
         batch.reverse();
-        batch.dedup_by_key(|&mut (id, _)| id);
+        batch.dedup_by_key(|a| a.id);
         batch.reverse();
         if batch.is_empty() {
             return Ok(());
@@ -876,10 +1096,11 @@ impl Backend for PostgresBackend {
             .await
             .map_err(unavailable)?;
         for chunk in batch.chunks(ACCESS_CHUNK) {
-            let ids: Vec<i64> = chunk.iter().map(|&(id, _)| db_int(id)).collect();
-            let times: Vec<i64> = chunk.iter().map(|&(_, at)| db_int(at)).collect();
+            let ids: Vec<i64> = chunk.iter().map(|a| db_int(a.id)).collect();
+            let times: Vec<i64> = chunk.iter().map(|a| db_int(a.at)).collect();
+            let from: Vec<std::net::IpAddr> = chunk.iter().map(|a| a.from).collect();
             client
-                .execute(&statement, &[&ids, &times])
+                .execute(&statement, &[&ids, &times, &from])
                 .await
                 .map_err(unavailable)?;
         }

@@ -17,10 +17,10 @@ use super::describe;
 use crate::store::StoreError;
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Version → script; in order, without gaps, the last one `SCHEMA_VERSION`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql")), (2, include_str!("v2.sql"))];
 
 /// The advisory lock every migration runs under ("tokengat"). Advisory
 /// locks belong to one database, so other applications' keys in other

@@ -173,6 +173,7 @@ fn new_token(user: &str, seed: &str, valid_until: u64) -> NewToken {
         created: 1,
         valid_until,
         scope: Scope::ReadWrite,
+        allowed_ips: Default::default(),
     }
 }
 
@@ -246,7 +247,7 @@ async fn gateways_starting_at_once_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(versions, i64::from(schema::SCHEMA_VERSION));
     assert_eq!(
         migrate(&db.settings()).await.unwrap(),
         (schema::SCHEMA_VERSION, schema::SCHEMA_VERSION),
@@ -257,8 +258,8 @@ async fn gateways_starting_at_once_migrate_once() {
 #[tokio::test]
 async fn migrate_reports_the_versions() {
     let db = test_db!();
-    assert_eq!(migrate(&db.settings()).await.unwrap(), (0, 1));
-    assert_eq!(migrate(&db.settings()).await.unwrap(), (1, 1));
+    assert_eq!(migrate(&db.settings()).await.unwrap(), (0, 2));
+    assert_eq!(migrate(&db.settings()).await.unwrap(), (2, 2));
 }
 
 #[tokio::test]
@@ -267,14 +268,14 @@ async fn a_newer_schema_is_refused() {
     db.open().await;
     db.sql()
         .await
-        .batch_execute("INSERT INTO tokengate_schema (version) VALUES (2)")
+        .batch_execute("INSERT INTO tokengate_schema (version) VALUES (3)")
         .await
         .unwrap();
     let e = PostgresBackend::open(&db.settings()).await.unwrap_err();
     assert!(matches!(e, StoreError::Incompatible(_)), "{e:?}");
     let message = e.to_string();
     assert!(
-        message.contains("version 2") && message.contains("(version 1)"),
+        message.contains("version 3") && message.contains("(version 2)"),
         "{message}"
     );
     assert!(matches!(
@@ -589,6 +590,7 @@ async fn filter_by_each_index_with_pages_and_totals() {
         user_keys: vec!["A".into(), "B".into()],
         description: Some("token".into()),
         scope: Some(Scope::ReadWrite),
+        allowed_ips_set: Some(false),
     };
     let p = pg.filter(&combined, 0, 1).await.unwrap();
     assert_eq!((p.total, ids(&p.items)), (2, vec![1]));
@@ -676,18 +678,30 @@ async fn record_access_keeps_the_latest_time() {
     let pg = db.open().await;
     pg.insert(new_token("A", "1", 0), 0).await.unwrap();
     pg.insert(new_token("A", "2", 0), 0).await.unwrap();
-    pg.record_access(vec![(1, 500), (1, 300), (2, 100), (999, 5), (u64::MAX, 5)])
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+        ("192.0.2.1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+    let used = |id, at, from| Access { id, at, from };
+    pg.record_access(vec![
+        used(1, 500, a),
+        used(1, 300, b),
+        used(2, 100, b),
+        used(999, 5, a),
+        used(u64::MAX, 5, a),
+    ])
+    .await
+    .unwrap();
+    let seen = |r: TokenRecord| (r.last_accessed, r.last_accessed_from);
+    assert_eq!(seen(pg.get(1).await.unwrap().unwrap()), (500, Some(a)));
+    assert_eq!(seen(pg.get(2).await.unwrap().unwrap()), (100, Some(b)));
+    pg.record_access(vec![used(1, 400, b), used(2, 700, a)])
         .await
         .unwrap();
-    assert_eq!(pg.get(1).await.unwrap().unwrap().last_accessed, 500);
-    assert_eq!(pg.get(2).await.unwrap().unwrap().last_accessed, 100);
-    pg.record_access(vec![(1, 400), (2, 700)]).await.unwrap();
     assert_eq!(
-        pg.get(1).await.unwrap().unwrap().last_accessed,
-        500,
-        "never lowered"
+        seen(pg.get(1).await.unwrap().unwrap()),
+        (500, Some(a)),
+        "never lowered, the address with it"
     );
-    assert_eq!(pg.get(2).await.unwrap().unwrap().last_accessed, 700);
+    assert_eq!(seen(pg.get(2).await.unwrap().unwrap()), (700, Some(a)));
     pg.record_access(Vec::new()).await.unwrap();
     assert!(
         pg.get(999).await.unwrap().is_none(),
@@ -710,8 +724,14 @@ async fn gateways_recording_the_same_tokens_at_once_do_not_deadlock() {
             let nodes = nodes.clone();
             tokio::spawn(async move {
                 for round in 0..5u64 {
-                    let mut batch: Vec<(u64, u64)> =
-                        (1..=200).map(|id| (id, 1000 * round + w + id)).collect();
+                    let from = std::net::IpAddr::from([192, 0, 2, w as u8]);
+                    let mut batch: Vec<Access> = (1..=200)
+                        .map(|id| Access {
+                            id,
+                            at: 1000 * round + w + id,
+                            from,
+                        })
+                        .collect();
                     if w % 2 == 1 {
                         batch.reverse();
                     }
@@ -765,6 +785,9 @@ async fn restore_skips_what_exists_and_raises_the_id_counter() {
         valid_until: 0,
         last_accessed: 77,
         scope: Scope::ReadOnly,
+        allowed_ips: Default::default(),
+        last_accessed_from: None,
+        previous: None,
     };
     assert_eq!(
         pg.restore(vec![record(5, "a", "A"), record(9, "b", "B")])
@@ -1110,4 +1133,51 @@ async fn concurrent_failures_on_two_gateways_lock_once() {
     counted.sort_unstable();
     assert_eq!(counted, vec![1, 2, 3, 4]);
     assert_eq!((locked_now, still), (1, 15));
+}
+
+#[tokio::test]
+async fn a_database_of_schema_1_moves_to_2_and_its_tokens_work() {
+    let db = test_db!();
+    let sql = db.sql().await;
+    // As a binary of schema version 1 left it, with one token.
+    sql.batch_execute(include_str!("v1.sql")).await.unwrap();
+    sql.batch_execute(
+        "CREATE TABLE tokengate_schema (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO tokengate_schema (version) VALUES (1);
+         SELECT nextval('tokengate_token_ids');
+         INSERT INTO tokengate_users VALUES ('A', 1);
+         UPDATE tokengate_counts SET n = 1 WHERE shard = 1;",
+    )
+    .await
+    .unwrap();
+    let hash = TokenHash::of("from version 1");
+    sql.execute(
+        "INSERT INTO tokengate_tokens VALUES (1, $1, 'old one', 'A', 'a', 'A', 10, 0, 5, 2)",
+        &[&&hash.0[..]],
+    )
+    .await
+    .unwrap();
+    assert_eq!(migrate(&db.settings()).await.unwrap(), (1, 2));
+    let pg = db.open().await;
+    let e = pg.lookup(&hash).await.unwrap().unwrap();
+    assert_eq!((e.id, e.user_name.as_str(), e.superseded), (1, "a", false));
+    assert!(e.allowed.is_unrestricted());
+    let r = pg.get(1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            r.description.as_str(),
+            r.last_accessed,
+            r.last_accessed_from
+        ),
+        ("old one", 5, None)
+    );
+    assert!(r.allowed_ips.is_empty() && r.previous.is_none());
+    let rotated = pg
+        .rotate(1, TokenHash::of("new"), Some(1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.replaced, vec![hash]);
+    assert_eq!(pg.lookup(&hash).await.unwrap().unwrap().valid_until, 1_000);
+    assert_counts_right(&db, &pg).await;
 }

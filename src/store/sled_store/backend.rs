@@ -13,7 +13,8 @@ use tokio::sync::watch;
 
 use super::SledEngine;
 use crate::store::{
-    AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, StoreError, TokenRecord,
+    Access, AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, Rotated, StoreError,
+    TokenRecord,
 };
 use crate::token::TokenHash;
 
@@ -139,6 +140,39 @@ impl Backend for SledBackend {
         Ok(r)
     }
 
+    async fn rotate(
+        &self,
+        id: u64,
+        new_hash: TokenHash,
+        previous_until: Option<u64>,
+    ) -> Result<Option<Rotated>, StoreError> {
+        let r = self.engine.rotate(id, new_hash, previous_until)?;
+        // As with a delete: on failure the old secret is already refused
+        // here (or kept only for its grace), but the caller is not told.
+        self.durable().await?;
+        Ok(r)
+    }
+
+    async fn claim_notice(
+        &self,
+        id: u64,
+        notice: &str,
+        now_ms: u64,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        let claimed = self.engine.claim_notice(id, notice, now_ms, lease_until)?;
+        if claimed {
+            // Sent at most once across restarts: the claim is on disk first.
+            self.durable().await?;
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_notice(&self, id: u64, notice: &str, sent: bool) -> Result<(), StoreError> {
+        self.engine.finish_notice(id, notice, sent)?;
+        self.durable().await
+    }
+
     async fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
         let r = self.engine.delete(id)?;
         // On failure the token stays deleted in memory (fail closed: it never
@@ -154,7 +188,7 @@ impl Backend for SledBackend {
         Ok(n)
     }
 
-    async fn record_access(&self, batch: Vec<(u64, u64)>) -> Result<(), StoreError> {
+    async fn record_access(&self, batch: Vec<Access>) -> Result<(), StoreError> {
         let outcome = self
             .blocking(move |e| {
                 e.record_access(&batch)?;

@@ -3,8 +3,13 @@
 //! buckets and expiry keys. Every reader treats stored bytes as untrusted: a
 //! value that does not parse is reported, never a panic.
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
 use super::{StoreError, TokenRecord, corrupt};
-use crate::store::Filter;
+use crate::store::{AllowedIps, Filter, Previous, Scope};
 use crate::token::TokenHash;
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -139,12 +144,110 @@ pub(super) mod block {
     }
 }
 
+/// A record as layouts 1 to 3 wrote it (postcard, these fields in this
+/// order). Records of this form are still read: a store is not rewritten
+/// when it moves to layout 4, its records change form as they are written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RecordV1 {
+    pub id: u64,
+    pub hash: TokenHash,
+    pub description: String,
+    pub user_key: String,
+    pub user_name: String,
+    pub created_by: String,
+    pub created: u64,
+    pub valid_until: u64,
+    pub last_accessed: u64,
+    pub scope: Scope,
+}
+
+impl From<RecordV1> for TokenRecord {
+    fn from(r: RecordV1) -> TokenRecord {
+        TokenRecord {
+            id: r.id,
+            hash: r.hash,
+            description: r.description,
+            user_key: r.user_key,
+            user_name: r.user_name,
+            created_by: r.created_by,
+            created: r.created,
+            valid_until: r.valid_until,
+            last_accessed: r.last_accessed,
+            scope: r.scope,
+            allowed_ips: AllowedIps::default(),
+            last_accessed_from: None,
+            previous: None,
+        }
+    }
+}
+
+impl From<&TokenRecord> for RecordV1 {
+    fn from(r: &TokenRecord) -> RecordV1 {
+        RecordV1 {
+            id: r.id,
+            hash: r.hash,
+            description: r.description.clone(),
+            user_key: r.user_key.clone(),
+            user_name: r.user_name.clone(),
+            created_by: r.created_by.clone(),
+            created: r.created,
+            valid_until: r.valid_until,
+            last_accessed: r.last_accessed,
+            scope: r.scope,
+        }
+    }
+}
+
+/// A record as layout 4 writes it: [`RECORD_V2`], then postcard of this.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordV2 {
+    base: RecordV1,
+    /// Networks as (address, prefix length).
+    allowed_ips: Vec<(IpAddr, u8)>,
+    last_accessed_from: Option<IpAddr>,
+    /// The secret a rotation replaced and until when it works.
+    previous: Option<(TokenHash, u64)>,
+}
+
+/// The first two bytes of a record of form 2. A record of form 1 starts with
+/// its id as a postcard varint, whose first byte is 0 only for id 0, which
+/// no token has.
+const RECORD_V2: [u8; 2] = [0, 2];
+
 pub(super) fn decode_record(payload: &[u8]) -> Result<TokenRecord, String> {
-    postcard::from_bytes(payload).map_err(|e| e.to_string())
+    let Some(v2) = payload.strip_prefix(&RECORD_V2) else {
+        if payload.first() == Some(&0) {
+            return Err("a record of an unknown form (written by a newer version?)".into());
+        }
+        return postcard::from_bytes::<RecordV1>(payload)
+            .map(TokenRecord::from)
+            .map_err(|e| e.to_string());
+    };
+    let r: RecordV2 = postcard::from_bytes(v2).map_err(|e| e.to_string())?;
+    let mut nets = Vec::with_capacity(r.allowed_ips.len());
+    for (addr, prefix) in r.allowed_ips {
+        nets.push(IpNet::new(addr, prefix).map_err(|e| format!("allowedIps: {e}"))?);
+    }
+    Ok(TokenRecord {
+        allowed_ips: AllowedIps::from_nets(nets),
+        last_accessed_from: r.last_accessed_from,
+        previous: r.previous.map(|(hash, until)| Previous { hash, until }),
+        ..TokenRecord::from(r.base)
+    })
 }
 
 pub(super) fn encode_record(r: &TokenRecord) -> Result<Vec<u8>, String> {
-    postcard::to_allocvec(r).map_err(|e| e.to_string())
+    let v2 = RecordV2 {
+        base: RecordV1::from(r),
+        allowed_ips: r
+            .allowed_ips
+            .iter()
+            .map(|n| (n.addr(), n.prefix_len()))
+            .collect(),
+        last_accessed_from: r.last_accessed_from,
+        previous: r.previous.map(|p| (p.hash, p.until)),
+    };
+    postcard::to_extend(&v2, RECORD_V2.to_vec()).map_err(|e| e.to_string())
 }
 
 /// The record of `id` in a `records` block.
@@ -154,11 +257,16 @@ pub(super) fn record_in(block: &[u8], id: u64) -> Result<Option<TokenRecord>, St
         .map_err(StoreError::Corrupt)
 }
 
-/// A `search` entry: what the description and scope filters look at,
-/// without reading the record. The scope code, then the description in
-/// lower case, as [`Filter::matches`] compares it.
+/// A `search` entry: what the description, scope and `allowedIpsSet`
+/// filters look at, without reading the record. The scope code (with
+/// [`ALLOWED_IPS_SET`] when the token has `allowedIps`), then the description
+/// in lower case, as [`Filter::matches`] compares it.
 pub(super) fn search_entry(r: &TokenRecord) -> Vec<u8> {
-    let mut e = vec![r.scope.code()];
+    let mut flags = r.scope.code();
+    if !r.allowed_ips.is_empty() {
+        flags |= ALLOWED_IPS_SET;
+    }
+    let mut e = vec![flags];
     e.extend_from_slice(r.description.to_lowercase().as_bytes());
     e
 }
@@ -175,11 +283,24 @@ pub(super) fn search_block(records: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// In a search entry's first byte: the token has `allowedIps`. Entries
+/// written before layout 4 never have it, as no token then had `allowedIps`.
+const ALLOWED_IPS_SET: u8 = 0x80;
+
 pub(super) fn search_matches(filter: &Filter, entry: &[u8]) -> bool {
-    let Some((&scope, description)) = entry.split_first() else {
+    let Some((&flags, description)) = entry.split_first() else {
         return false;
     };
-    if filter.scope.is_some_and(|s| s.code() != scope) {
+    if filter
+        .scope
+        .is_some_and(|s| s.code() != flags & !ALLOWED_IPS_SET)
+    {
+        return false;
+    }
+    if filter
+        .allowed_ips_set
+        .is_some_and(|set| set != (flags & ALLOWED_IPS_SET != 0))
+    {
         return false;
     }
     match &filter.description {

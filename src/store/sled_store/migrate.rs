@@ -2,17 +2,22 @@
 
 use sled::Transactional;
 
-use super::codec::{block, decode, u64_of};
+use super::codec::{RecordV1, block, decode, u64_of};
 use super::{COUNT, SledEngine, StoreError, TokenRecord, store_error, unavailable};
 
 /// Layout of the trees. 1 (implicit): `tokens` (id → record), `hashes`
 /// (SHA-256 → entry), `by_user`, `by_expiry`, `counts`; 2: `hash_ids`
-/// (SHA-256 → id) instead of `hashes`; 3: the packed trees above. Older
-/// layouts are moved into the packed trees on open and their trees dropped;
-/// a binary of layout 2 refuses a newer store, one of layout 1 finds no token
-/// in it (fail closed either way).
+/// (SHA-256 → id) instead of `hashes`; 3: the packed trees above; 4: the
+/// same trees, records of form 2 (`allowedIps`, `lastAccessedFrom`, a
+/// rotated secret's grace) besides those of form 1, a hash index that may
+/// hold a token's previous secret too, and the `notices` tree. Layouts 1
+/// and 2 are moved into the packed trees on open and their trees dropped; a
+/// store of layout 3 is only marked 4 (its records are read as they are and
+/// take form 2 when they are next written). A binary of layout 2 or 3
+/// refuses a newer store, one of layout 1 finds no token in it (fail closed
+/// either way).
 pub(super) const LAYOUT: &[u8] = b"layout";
-pub(super) const CURRENT_LAYOUT: u64 = 3;
+pub(super) const CURRENT_LAYOUT: u64 = 4;
 /// Trees of layouts 1 and 2, dropped after migration.
 pub(super) const OLD_TREES: [&str; 5] = ["tokens", "hashes", "hash_ids", "by_user", "counts"];
 /// Records moved per transaction by a migration.
@@ -39,6 +44,11 @@ impl SledEngine {
         }
         if layout != CURRENT_LAYOUT {
             self.set_layout()?;
+            if layout == 3 {
+                tracing::info!(
+                    "store layout 3 marked as layout {CURRENT_LAYOUT}: records are read as they are and take the new form when they change"
+                );
+            }
         }
         let names = self.db.tree_names();
         if !OLD_TREES
@@ -91,7 +101,7 @@ impl SledEngine {
         let mut chunk = Vec::with_capacity(limit);
         for kv in old.iter().take(limit) {
             let (key, value) = kv.map_err(unavailable)?;
-            chunk.push((key, decode::<TokenRecord>(&value)?));
+            chunk.push((key, TokenRecord::from(decode::<RecordV1>(&value)?)));
         }
         if chunk.is_empty() {
             return Ok(None);

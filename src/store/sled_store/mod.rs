@@ -9,6 +9,11 @@
 //! - `owners`:     user key → the user's ids, 8 bytes each, ascending
 //! - `by_expiry`:  validUntil ‖ id → () (never-expiring tokens are not indexed)
 //! - `meta`:       `next_id`, `count`, `layout`
+//! - `notices`:    id ‖ notice name → lease end (epoch ms, 8 bytes), or
+//!   [`NOTICE_SENT`] once sent: which expiry and creation notices went out
+//!
+//! A rotated token's previous secret, while its grace lasts, has its own
+//! entry in `hash_index`, pointing at the same id.
 //!
 //! Records and index entries are packed several to a key because sled 0.34
 //! splits a leaf page at 16 keys and keeps bookkeeping for every page in
@@ -30,7 +35,10 @@ mod migrate;
 #[cfg(test)]
 mod tests;
 
-use super::{AuthEntry, Filter, InsertError, NewToken, Page, StoreError, TokenRecord};
+use super::{
+    Access, AuthEntry, Filter, InsertError, NewToken, Page, Previous, Rotated, StoreError,
+    TokenRecord,
+};
 pub use backend::SledBackend;
 use codec::*;
 use files::{private_dir, private_files};
@@ -39,6 +47,8 @@ use crate::token::TokenHash;
 
 const NEXT_ID: &[u8] = b"next_id";
 const COUNT: &[u8] = b"count";
+/// The value of a notice in `notices` once it was sent.
+const NOTICE_SENT: &[u8] = b"sent";
 /// The sled engine itself: synchronous calls, quick except `flush` and
 /// `filter`. [`SledBackend`] is what the gateway uses.
 pub struct SledEngine {
@@ -49,6 +59,7 @@ pub struct SledEngine {
     owners: Tree,
     by_expiry: Tree,
     meta: Tree,
+    notices: Tree,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -173,6 +184,7 @@ impl SledEngine {
             owners: tree("owners")?,
             by_expiry: tree("by_expiry")?,
             meta: tree("meta")?,
+            notices: tree("notices")?,
             db,
         };
         if created {
@@ -222,10 +234,8 @@ impl SledEngine {
         };
         let r = decode_record(payload).map_err(tx_corrupt)?;
         write_block(t, s, &key, rest)?;
-        let bucket = bucket_key(&r.hash);
-        let entries = h.get(bucket)?.unwrap_or_default();
-        if let Some(rest) = sorted::remove(&entries, HASH_ENTRY, &r.hash.0) {
-            put_or_remove(h, &bucket, rest)?;
+        for hash in std::iter::once(r.hash).chain(r.previous.map(|p| p.hash)) {
+            Self::unindex_hash(h, &hash)?;
         }
         let ids = o.get(r.user_key.as_bytes())?.unwrap_or_default();
         if let Some(rest) = sorted::remove(&ids, 8, &id.to_be_bytes()) {
@@ -238,22 +248,54 @@ impl SledEngine {
         Ok(Some(r))
     }
 
+    /// Takes `hash`'s entry out of the hash index, if it is there.
+    fn unindex_hash(h: &TransactionalTree, hash: &TokenHash) -> TxResult<()> {
+        let bucket = bucket_key(hash);
+        let entries = h.get(bucket)?.unwrap_or_default();
+        if let Some(rest) = sorted::remove(&entries, HASH_ENTRY, &hash.0) {
+            put_or_remove(h, &bucket, rest)?;
+        }
+        Ok(())
+    }
+
+    /// Points `hash` at `id` in the hash index; false, writing nothing, when
+    /// the hash is there already.
+    fn index_hash(h: &TransactionalTree, hash: &TokenHash, id: u64) -> TxResult<bool> {
+        let bucket = bucket_key(hash);
+        let entries = h.get(bucket)?.unwrap_or_default();
+        match sorted::insert(&entries, HASH_ENTRY, 32, &hash_entry(hash, id)) {
+            Some(with_hash) => {
+                h.insert(&bucket, with_hash)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Writes a new record and its index entries inside a transaction.
-    /// Returns false, writing nothing, when its id or hash is taken.
+    /// Returns false, writing nothing, when its id or a hash is taken.
     fn put_in((t, s, h, o, e, m): Tx<'_>, r: &TokenRecord) -> TxResult<bool> {
         let key = block::key(r.id);
         let records = t.get(key)?.unwrap_or_default();
-        let bucket = bucket_key(&r.hash);
-        let entries = h.get(bucket)?.unwrap_or_default();
         let taken = block::entries(&records).any(|e| e.is_ok_and(|(id, _)| id == r.id));
-        let with_hash = sorted::insert(&entries, HASH_ENTRY, 32, &hash_entry(&r.hash, r.id));
-        let (false, Some(with_hash)) = (taken, with_hash) else {
+        let hashes: Vec<TokenHash> = std::iter::once(r.hash)
+            .chain(r.previous.map(|p| p.hash))
+            .collect();
+        for hash in &hashes {
+            let entries = h.get(bucket_key(hash))?.unwrap_or_default();
+            if taken || sorted::find(&entries, HASH_ENTRY, &hash.0).is_some() {
+                return Ok(false);
+            }
+        }
+        if hashes.len() == 2 && hashes[0] == hashes[1] {
             return Ok(false);
-        };
+        }
         let record = encode_record(r).map_err(tx_corrupt)?;
         let records = block::put(&records, r.id, &record).map_err(tx_corrupt)?;
         write_block(t, s, &key, records)?;
-        h.insert(&bucket, with_hash)?;
+        for hash in &hashes {
+            Self::index_hash(h, hash, r.id)?;
+        }
         let ids = o.get(r.user_key.as_bytes())?.unwrap_or_default();
         if let Some(with_id) = sorted::insert(&ids, 8, 8, &r.id.to_be_bytes()) {
             o.insert(r.user_key.as_bytes(), with_id)?;
@@ -283,7 +325,7 @@ impl SledEngine {
     /// Raises `lastAccessed` of records of one block (`raises` holds ids of
     /// that block with times); deleted ids are skipped, and the block is
     /// written only if a time was raised. `lastAccessed` is not in `search`.
-    fn raise_last_access(&self, key: [u8; 8], raises: &[(u64, u64)]) -> Result<(), StoreError> {
+    fn raise_last_access(&self, key: [u8; 8], raises: &[Access]) -> Result<(), StoreError> {
         // A transaction or another raise may change the block between the
         // read and the swap; then it is read again.
         for _ in 0..64 {
@@ -292,11 +334,11 @@ impl SledEngine {
             };
             let mut block = old.to_vec();
             let mut raised = false;
-            for &(id, at) in raises {
+            for &Access { id, at, from } in raises {
                 if let Some(mut r) = record_in(&block, id)?
                     && r.last_accessed < at
                 {
-                    r.last_accessed = at;
+                    (r.last_accessed, r.last_accessed_from) = (at, Some(from));
                     let record = encode_record(&r).map_err(StoreError::Corrupt)?;
                     block = block::put(&block, id, &record).map_err(StoreError::Corrupt)?;
                     raised = true;
@@ -331,7 +373,7 @@ impl SledEngine {
                     skip -= 1;
                     continue;
                 }
-                if !visit(decode(bytes)?) {
+                if !visit(decode_record(bytes).map_err(StoreError::Corrupt)?) {
                     return Ok(());
                 }
             }
@@ -349,10 +391,12 @@ impl SledEngine {
             return Ok(None);
         };
         match self.get(id)? {
-            Some(r) if r.hash == *hash => Ok(Some(r.auth_entry())),
-            Some(_) => Err(StoreError::Corrupt(format!(
-                "the hash index points at token {id}, which has another hash"
-            ))),
+            Some(r) => match r.entry_for(hash) {
+                Some(entry) => Ok(Some(entry)),
+                None => Err(StoreError::Corrupt(format!(
+                    "the hash index points at token {id}, which has another hash"
+                ))),
+            },
             None => Ok(None),
         }
     }
@@ -395,7 +439,9 @@ impl SledEngine {
         };
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let needs_records = filter.description.is_some() || filter.scope.is_some();
+        let needs_records = filter.description.is_some()
+            || filter.scope.is_some()
+            || filter.allowed_ips_set.is_some();
         match candidates {
             Some(mut ids) => {
                 ids.sort_unstable();
@@ -475,6 +521,9 @@ impl SledEngine {
                     valid_until: token.valid_until,
                     last_accessed: 0,
                     scope: token.scope,
+                    allowed_ips: token.allowed_ips.clone(),
+                    last_accessed_from: None,
+                    previous: None,
                 };
                 if !Self::put_in(
                     (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5),
@@ -532,22 +581,141 @@ impl SledEngine {
             .map_err(store_error)
     }
 
+    pub fn rotate(
+        &self,
+        id: u64,
+        new_hash: TokenHash,
+        previous_until: Option<u64>,
+    ) -> Result<Option<Rotated>, StoreError> {
+        (&self.records, &self.search, &self.hashes)
+            .transaction(|(t, s, h)| {
+                let key = block::key(id);
+                let Some(bytes) = t.get(key)? else {
+                    return Ok(None);
+                };
+                let Some(payload) = block::find(&bytes, id).map_err(tx_corrupt)? else {
+                    return Ok(None);
+                };
+                let mut r = decode_record(payload).map_err(tx_corrupt)?;
+                let replaced: Vec<TokenHash> = std::iter::once(r.hash)
+                    .chain(r.previous.map(|p| p.hash))
+                    .collect();
+                if let Some(p) = r.previous {
+                    Self::unindex_hash(h, &p.hash)?;
+                }
+                if previous_until.is_none() {
+                    Self::unindex_hash(h, &r.hash)?;
+                }
+                if replaced.contains(&new_hash) || !Self::index_hash(h, &new_hash, id)? {
+                    return Err(tx_corrupt("token hash already present"));
+                }
+                r.previous = previous_until.map(|until| Previous {
+                    hash: r.hash,
+                    until,
+                });
+                r.hash = new_hash;
+                let record = encode_record(&r).map_err(tx_corrupt)?;
+                write_block(
+                    t,
+                    s,
+                    &key,
+                    block::put(&bytes, id, &record).map_err(tx_corrupt)?,
+                )?;
+                Ok(Some(Rotated {
+                    record: r,
+                    replaced,
+                }))
+            })
+            .map_err(store_error)
+    }
+
     pub fn delete(&self, id: u64) -> Result<Option<TokenRecord>, StoreError> {
-        self.trees()
+        let deleted = self
+            .trees()
             .transaction(|trees| {
                 Self::remove_in(
                     (&trees.0, &trees.1, &trees.2, &trees.3, &trees.4, &trees.5),
                     id,
                 )
             })
-            .map_err(store_error)
+            .map_err(store_error)?;
+        if deleted.is_some() {
+            self.forget_notices(id);
+        }
+        Ok(deleted)
+    }
+
+    /// Drops the notices of a deleted token (a claim of an id that no
+    /// longer exists would never be looked at again).
+    fn forget_notices(&self, id: u64) {
+        for key in self.notices.scan_prefix(id.to_be_bytes()).keys().flatten() {
+            let _ = self.notices.remove(key);
+        }
+    }
+
+    fn notice_key(id: u64, notice: &str) -> Vec<u8> {
+        let mut key = id.to_be_bytes().to_vec();
+        key.extend_from_slice(notice.as_bytes());
+        key
+    }
+
+    pub fn claim_notice(
+        &self,
+        id: u64,
+        notice: &str,
+        now_ms: u64,
+        lease_until: u64,
+    ) -> Result<bool, StoreError> {
+        if self.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let key = Self::notice_key(id, notice);
+        let lease = lease_until.to_be_bytes();
+        // One process holds a sled store, but its gateway may claim from
+        // several tasks: compare-and-swap, read again when it lost a race.
+        for _ in 0..64 {
+            let current = self.notices.get(&key).map_err(unavailable)?;
+            let free = match &current {
+                None => true,
+                Some(v) if v.as_ref() == NOTICE_SENT => false,
+                Some(v) => u64_of(Some(v.clone())) <= now_ms,
+            };
+            if !free {
+                return Ok(false);
+            }
+            match self
+                .notices
+                .compare_and_swap(&key, current, Some(&lease[..]))
+            {
+                Ok(Ok(())) => return Ok(true),
+                Ok(Err(_)) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn finish_notice(&self, id: u64, notice: &str, sent: bool) -> Result<(), StoreError> {
+        let key = Self::notice_key(id, notice);
+        if sent {
+            self.notices.insert(key, NOTICE_SENT).map_err(unavailable)?;
+        } else {
+            self.notices
+                .fetch_and_update(key, |v| match v {
+                    Some(v) if v == NOTICE_SENT => Some(v.to_vec()),
+                    _ => None,
+                })
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     pub fn delete_user(&self, user_key: &str) -> Result<u64, StoreError> {
         // Several ids per transaction: the user's id list is rewritten once
         // per transaction rather than once per token.
         let mut n = 0;
-        for ids in self.user_ids(user_key)?.chunks(256) {
+        let all = self.user_ids(user_key)?;
+        for ids in all.chunks(256) {
             n += self
                 .trees()
                 .transaction(|trees| {
@@ -562,20 +730,23 @@ impl SledEngine {
                 })
                 .map_err(store_error)?;
         }
+        for id in all {
+            self.forget_notices(id);
+        }
         Ok(n)
     }
 
-    pub fn record_access(&self, batch: &[(u64, u64)]) -> Result<(), StoreError> {
+    pub fn record_access(&self, batch: &[Access]) -> Result<(), StoreError> {
         let mut batch = batch.to_vec();
-        batch.sort_unstable();
-        for group in batch.chunk_by(|a, b| a.0 >> block::BITS == b.0 >> block::BITS) {
-            let key = block::key(group[0].0);
+        batch.sort_unstable_by_key(|a| (a.id, a.at));
+        for group in batch.chunk_by(|a, b| a.id >> block::BITS == b.id >> block::BITS) {
+            let key = block::key(group[0].id);
             match self.raise_last_access(key, group) {
                 // An unreadable block fails its tokens' look-ups (closed);
                 // the times of the other blocks are still recorded.
                 Err(StoreError::Corrupt(reason)) => {
                     tracing::warn!(
-                        first_id = group[0].0,
+                        first_id = group[0].id,
                         %reason,
                         "lastAccessed not recorded for an unreadable block"
                     );
@@ -619,7 +790,7 @@ impl SledEngine {
             let value = value.map_err(unavailable)?;
             for entry in block::entries(&value) {
                 let (id, bytes) = entry.map_err(StoreError::Corrupt)?;
-                if id > after && !visit(decode(bytes)?) {
+                if id > after && !visit(decode_record(bytes).map_err(StoreError::Corrupt)?) {
                     return Ok(());
                 }
             }

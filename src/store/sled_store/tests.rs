@@ -21,6 +21,9 @@ fn record(id: u64, user: &str) -> TokenRecord {
         valid_until: if id.is_multiple_of(3) { 0 } else { 1_000 + id },
         last_accessed: 0,
         scope: Scope::ReadWrite,
+        allowed_ips: crate::store::AllowedIps::default(),
+        last_accessed_from: None,
+        previous: None,
     }
 }
 
@@ -34,10 +37,14 @@ fn write_old_store(path: &Path, layout: u64, records: &[TokenRecord]) {
     let meta = db.open_tree("meta").unwrap();
     for r in records {
         tokens
-            .insert(r.id.to_be_bytes(), postcard::to_allocvec(r).unwrap())
+            .insert(
+                r.id.to_be_bytes(),
+                postcard::to_allocvec(&RecordV1::from(r)).unwrap(),
+            )
             .unwrap();
         if layout == 1 {
-            let entry = postcard::to_allocvec(&r.auth_entry()).unwrap();
+            // Layout 1's hash entries are never read, only removed.
+            let entry = postcard::to_allocvec(&(r.id, &r.user_key)).unwrap();
             db.open_tree("hashes")
                 .unwrap()
                 .insert(r.hash.0, entry)
@@ -152,8 +159,11 @@ fn an_interrupted_move_resumes_and_never_brings_back_what_an_older_binary_delete
         old.remove(15u64.to_be_bytes()).unwrap();
         old_entries.remove(records[14].hash.0).unwrap();
         let new = record(31, "U2");
-        old.insert(31u64.to_be_bytes(), postcard::to_allocvec(&new).unwrap())
-            .unwrap();
+        old.insert(
+            31u64.to_be_bytes(),
+            postcard::to_allocvec(&RecordV1::from(&new)).unwrap(),
+        )
+        .unwrap();
         backend.flush().unwrap();
     }
     let backend = SledEngine::reopen(&path).unwrap();
@@ -238,9 +248,12 @@ fn a_damaged_block_fails_closed_for_its_tokens_only() {
         }
     }
     // Times for the readable blocks are still recorded.
-    backend
-        .record_access(&[(3, 77), (20, 77), (35, 77)])
-        .unwrap();
+    let at = |id| crate::store::Access {
+        id,
+        at: 77,
+        from: "192.0.2.1".parse().unwrap(),
+    };
+    backend.record_access(&[at(3), at(20), at(35)]).unwrap();
     assert_eq!(backend.get(3).unwrap().unwrap().last_accessed, 77);
     assert_eq!(backend.get(35).unwrap().unwrap().last_accessed, 77);
 }
@@ -417,4 +430,83 @@ fn a_new_store_is_private_whatever_the_umask() {
         }
     }
     assert!(files > 0, "sled wrote files");
+}
+
+/// A store of layout 3: the packed trees with records of form 1, as the
+/// version before `allowedIps` and rotation wrote them.
+fn write_layout_3_store(path: &Path, records: &[TokenRecord]) {
+    let engine = SledEngine::open(path).unwrap();
+    engine.restore(records).unwrap();
+    for r in records {
+        let key = block::key(r.id);
+        let bytes = engine.records.get(key).unwrap().unwrap();
+        let v1 = postcard::to_allocvec(&RecordV1::from(r)).unwrap();
+        let block = block::put(&bytes, r.id, &v1).unwrap();
+        engine.records.insert(key, block).unwrap();
+    }
+    engine.meta.insert(LAYOUT, &3u64.to_be_bytes()).unwrap();
+    engine.flush().unwrap();
+}
+
+#[test]
+fn a_store_of_layout_3_opens_and_its_records_change_form_as_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let records: Vec<TokenRecord> = (1..=40).map(|id| record(id, "U1")).collect();
+    write_layout_3_store(&path, &records);
+    let engine = SledEngine::reopen(&path).unwrap();
+    assert_eq!(u64_of(engine.meta.get(LAYOUT).unwrap()), CURRENT_LAYOUT);
+    let raw = engine.records.get(block::key(5)).unwrap().unwrap();
+    let payload = block::find(&raw, 5).unwrap().unwrap();
+    assert_ne!(payload[0], 0, "records are not rewritten on open");
+    for r in &records {
+        assert_eq!(engine.get(r.id).unwrap().as_ref(), Some(r));
+        let e = engine.lookup(&r.hash).unwrap().unwrap();
+        assert_eq!((e.id, e.superseded), (r.id, false));
+        assert!(e.allowed.is_unrestricted());
+    }
+    let unrestricted = Filter {
+        allowed_ips_set: Some(false),
+        ..Filter::default()
+    };
+    assert_eq!(engine.filter(&unrestricted, 0, 100).unwrap().total, 40);
+    // Written again: form 2, with what form 1 could not hold.
+    let at = crate::store::Access {
+        id: 5,
+        at: 99,
+        from: "2001:db8::5".parse().unwrap(),
+    };
+    engine.record_access(&[at]).unwrap();
+    engine
+        .rotate(6, TokenHash::of("six again"), Some(5_000))
+        .unwrap()
+        .unwrap();
+    let raw = engine.records.get(block::key(5)).unwrap().unwrap();
+    assert_eq!(&block::find(&raw, 5).unwrap().unwrap()[..2], &[0, 2]);
+    assert_eq!(
+        engine.get(5).unwrap().unwrap().last_accessed_from,
+        Some(at.from)
+    );
+    assert_eq!(
+        engine
+            .lookup(&records[5].hash)
+            .unwrap()
+            .unwrap()
+            .valid_until,
+        5_000
+    );
+    assert_eq!(
+        engine
+            .lookup(&TokenHash::of("six again"))
+            .unwrap()
+            .unwrap()
+            .id,
+        6
+    );
+    // The untouched records of the same block still read as they were.
+    assert_eq!(engine.get(7).unwrap().as_ref(), Some(&records[6]));
+    drop(engine);
+    // A binary of layout 3 would now refuse the store.
+    let engine = SledEngine::reopen(&path).unwrap();
+    assert_eq!(u64_of(engine.meta.get(LAYOUT).unwrap()), 4);
 }
