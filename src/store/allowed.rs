@@ -67,10 +67,11 @@ impl AllowedIps {
 
     /// The form the token hot path checks.
     pub fn nets(&self) -> AllowedNets {
-        if self.0.is_empty() {
-            return AllowedNets::default();
+        match self.0.as_slice() {
+            [] => AllowedNets::Anywhere,
+            [one] => AllowedNets::One(Net::of(*one)),
+            many => AllowedNets::Many(many.iter().map(|n| Net::of(*n)).collect()),
         }
-        AllowedNets(Some(self.0.iter().map(|n| Net::of(*n)).collect()))
     }
 }
 
@@ -91,7 +92,7 @@ fn canonical_net(net: IpNet) -> IpNet {
 /// One network as the hot path compares it: an address's bits (IPv4 in the
 /// low 32) under `mask` equal `bits`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Net {
+pub struct Net {
     v6: bool,
     bits: u128,
     mask: u128,
@@ -118,32 +119,52 @@ impl Net {
             }
         }
     }
+
+    #[inline]
+    fn contains(&self, v6: bool, bits: u128) -> bool {
+        self.v6 == v6 && bits & self.mask == self.bits
+    }
 }
 
-/// The token hot path's form of `allowedIps`. `None` (the usual case) is
-/// anywhere and costs one branch; a list is shared, not copied, between the
-/// cache and each request.
+/// The token hot path's form of `allowedIps`, kept in the cached entry:
+/// anywhere (the usual case) costs one branch, and one network (a CI
+/// runner's address or network) is read from the entry itself — with a
+/// million tokens the entry is often not in the processor's cache, and a
+/// second allocation would be a second miss. Longer lists are shared, not
+/// copied, between the cache and each request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowedNets(Option<Arc<[Net]>>);
+pub enum AllowedNets {
+    #[default]
+    Anywhere,
+    One(Net),
+    Many(Arc<[Net]>),
+}
 
 impl AllowedNets {
     /// May a client at `ip` (canonical: an IPv4 client as IPv4) use the
     /// token? No allocation, no lock.
     #[inline]
     pub fn permits(&self, ip: IpAddr) -> bool {
-        let Some(nets) = &self.0 else {
-            return true;
-        };
-        let (v6, bits) = match ip {
+        let address = || match ip {
             IpAddr::V4(a) => (false, u128::from(u32::from(a))),
             IpAddr::V6(a) => (true, u128::from(a)),
         };
-        nets.iter().any(|n| n.v6 == v6 && bits & n.mask == n.bits)
+        match self {
+            AllowedNets::Anywhere => true,
+            AllowedNets::One(net) => {
+                let (v6, bits) = address();
+                net.contains(v6, bits)
+            }
+            AllowedNets::Many(nets) => {
+                let (v6, bits) = address();
+                nets.iter().any(|n| n.contains(v6, bits))
+            }
+        }
     }
 
     /// Anywhere?
     pub fn is_unrestricted(&self) -> bool {
-        self.0.is_none()
+        matches!(self, AllowedNets::Anywhere)
     }
 }
 
