@@ -284,6 +284,8 @@ async fn token_pages_in_a_real_browser() {
     let alice_token = no_session_logs_in_and_comes_back(&page).await;
     eprintln!("scenario: create, read once, use, revoke");
     create_read_once_use_and_revoke(&page, &alice_token).await;
+    eprintln!("scenario: allowed IPs and rotation");
+    allowed_ips_and_rotation(&page).await;
     eprintln!("scenario: bad input gets the API's message next to the field");
     bad_input_gets_the_apis_message(&page).await;
     eprintln!("scenario: a description that looks like HTML is text");
@@ -438,6 +440,82 @@ async fn create_read_once_use_and_revoke(p: &Page<'_>, other: &str) {
     p.click("#confirm-cancel").await;
     assert_eq!(p.rows("#tokens").await, 1);
     assert_eq!(p.s.with_token(other).myself().await.status(), 200);
+}
+
+/// A token limited to 127.0.0.2, made on the page, works from there only;
+/// rotated on the page, its old secret stops and the new one works.
+async fn allowed_ips_and_rotation(p: &Page<'_>) {
+    p.goto("/tokengate/").await;
+    p.until(
+        "document.querySelectorAll('#tokens tbody tr').length === 1",
+        "the list",
+    )
+    .await;
+    p.until(
+        "!document.getElementById('allowed-ips-field').hidden",
+        "the allowed IPs field",
+    )
+    .await;
+    p.type_into("#description", "pinned").await;
+    p.type_into("#allowed-ips", "127.0.0.2").await;
+    p.click("#create button[type=submit]").await;
+    p.until(
+        "!document.getElementById('new-token').hidden",
+        "the new token",
+    )
+    .await;
+    let first = p.text("#new-value").await;
+    let from_2 = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let status = |token: String, http: Option<reqwest::Client>| async move {
+        let caller = p.s.with_token(&token);
+        let caller = match http {
+            Some(h) => caller.over(h),
+            None => caller,
+        };
+        caller.myself().await.status()
+    };
+    assert_eq!(status(first.clone(), None).await, 401, "from 127.0.0.1");
+    assert_eq!(status(first.clone(), Some(from_2.clone())).await, 200);
+    p.click("#new-done").await;
+    p.until(
+        "document.querySelectorAll('#tokens tbody tr').length === 2",
+        "the list",
+    )
+    .await;
+    let row = "#tokens tbody tr:last-child";
+    assert!(
+        p.text(row).await.contains("127.0.0.2/32"),
+        "the list shows it"
+    );
+    // Rotated: a new secret for the same token, the old one refused at once.
+    p.click(&format!("{row} button[data-action=rotate]")).await;
+    p.confirm().await;
+    p.until(
+        "!document.getElementById('new-token').hidden",
+        "the rotated token",
+    )
+    .await;
+    let second = p.text("#new-value").await;
+    assert!(second.starts_with("tg_") && second != first, "a new secret");
+    assert_eq!(
+        status(first, Some(from_2.clone())).await,
+        401,
+        "the old secret"
+    );
+    assert_eq!(status(second, Some(from_2)).await, 200, "the new secret");
+    p.click("#new-done").await;
+    // Gone again, for the scenarios after this one.
+    p.click(&format!("{row} button[data-action=revoke]")).await;
+    p.confirm().await;
+    p.until(
+        "document.querySelectorAll('#tokens tbody tr').length === 1",
+        "the row to go",
+    )
+    .await;
 }
 
 async fn bad_input_gets_the_apis_message(p: &Page<'_>) {
