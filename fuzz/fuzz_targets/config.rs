@@ -41,6 +41,9 @@ fuzz_target!(|text: &str| {
                 identity_secret: Some(Secret::new("s")),
                 service_password: Some(Secret::new("p")),
                 service_token: Some(Secret::new("t")),
+                postgres_url: None,
+                smtp_url: None,
+                webhook_secret: None,
             };
             if let Err(e) = CredentialSwap::new(&config, &secrets) {
                 panic!("accepted config has unusable credentials: {e}");
