@@ -237,12 +237,15 @@ fn tls_config(verify: Verify, ca_file: Option<&Path>) -> Result<rustls::ClientCo
     Ok(match verify {
         Verify::Nothing => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+            .with_custom_certificate_verifier(Arc::new(NoHostName {
+                roots: None,
+                provider,
+            }))
             .with_no_client_auth(),
         Verify::Chain => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly {
-                roots: Arc::new(roots(ca_file)?),
+            .with_custom_certificate_verifier(Arc::new(NoHostName {
+                roots: Some(Arc::new(roots(ca_file)?)),
                 provider,
             }))
             .with_no_client_auth(),
@@ -282,70 +285,21 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, StoreError> {
     Ok(roots)
 }
 
-/// `prefer` and `require`: any certificate is taken (libpq without a root
-/// certificate does the same). The handshake signatures are still checked,
-/// so the server holds the key of the certificate it shows.
+/// The verifier of the modes that do not check the host name.
+/// - `prefer` and `require` (`roots: None`): any certificate is taken (libpq
+///   without a root certificate does the same);
+/// - `verify-ca` (`roots: Some`): the chain must lead to a trusted root; the
+///   name in the certificate is not compared with the host.
+///
+/// The handshake signatures are always checked, so the server holds the key
+/// of the certificate it shows.
 #[derive(Debug)]
-struct AnyCertificate {
+struct NoHostName {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the name in the
-/// certificate is not compared with the host.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NoHostName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -354,14 +308,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -506,8 +462,8 @@ mod tests {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let elsewhere = ServerName::try_from("elsewhere.example").unwrap();
         let now = UnixTime::now();
-        let chain_only = ChainOnly {
-            roots: roots_of(&ours),
+        let chain_only = NoHostName {
+            roots: Some(roots_of(&ours)),
             provider: provider.clone(),
         };
         assert!(
@@ -515,8 +471,8 @@ mod tests {
                 .verify_server_cert(&cert, &[], &elsewhere, &[], now)
                 .is_ok()
         );
-        let stranger = ChainOnly {
-            roots: roots_of(&theirs),
+        let stranger = NoHostName {
+            roots: Some(roots_of(&theirs)),
             provider: provider.clone(),
         };
         assert!(
