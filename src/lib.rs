@@ -36,12 +36,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, Problem, StoreBackend};
+use crate::config::{Config, Problem};
 use crate::demo::DemoError;
 use crate::proxy::ClientSetupError;
 use crate::server::TlsSetupError;
 use crate::state::{Gateway, LiveError};
-use crate::store::{PostgresBackend, SledBackend, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Looks up an environment variable (the process environment in production).
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -97,32 +97,15 @@ pub type StoreOpener = Arc<
 /// the PostgreSQL database whose URL is in the variable `postgres_url_env`
 /// names (read through `options.env`).
 pub fn store_opener(config: &Config, options: &Options) -> Result<StoreOpener, StartError> {
-    let t = &config.tokens;
-    match t.backend {
-        StoreBackend::Sled => {
-            let path = t.store_path.clone();
-            Ok(Arc::new(move || {
-                let path = path.clone();
-                Box::pin(async move {
-                    let opened = tokio::task::spawn_blocking(move || SledBackend::open(&path))
-                        .await
-                        .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))?;
-                    Ok(Store::with_backend(Arc::new(opened?)))
-                })
-            }))
-        }
-        StoreBackend::Postgres => {
-            let settings = store::open::postgres_settings(config, &*options.env)?;
-            let (clock, max_stale_ms) = (options.clock.clone(), t.cache_max_stale_ms);
-            Ok(Arc::new(move || {
-                let (settings, clock) = (settings.clone(), clock.clone());
-                Box::pin(async move {
-                    let backend = PostgresBackend::open(&settings).await?;
-                    Ok(Store::new(Arc::new(backend), clock, max_stale_ms))
-                })
-            }))
-        }
-    }
+    let configured = store::open::Configured::of(config, &*options.env)?;
+    let (clock, max_stale_ms) = (options.clock.clone(), config.tokens.cache_max_stale_ms);
+    Ok(Arc::new(move || {
+        let (configured, clock) = (configured.clone(), clock.clone());
+        Box::pin(async move {
+            let backend = configured.open().await?;
+            Ok(Store::new(backend, clock, max_stale_ms))
+        })
+    }))
 }
 
 /// A running gateway.

@@ -2,6 +2,7 @@
 //! the PostgreSQL database whose URL is in the environment variable
 //! `postgres_url_env` names.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{Backend, PostgresBackend, PostgresSettings, SledBackend, StoreError};
@@ -67,28 +68,48 @@ pub fn postgres_settings(
 /// The checks of the configured store that need the environment (the
 /// database URL's form) but no connection: `check-config` runs them.
 pub fn check(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), Problem> {
-    match config.tokens.backend {
-        StoreBackend::Sled => Ok(()),
-        StoreBackend::Postgres => postgres_settings(config, env).map(drop),
+    Configured::of(config, env).map(drop)
+}
+
+/// The store `[tokens]` configures, with what it takes to open it; found
+/// once (a setting that cannot work is a problem at once), opened as often
+/// as needed (a store that does not open is tried again).
+#[derive(Debug, Clone)]
+pub enum Configured {
+    Sled(PathBuf),
+    Postgres(PostgresSettings),
+}
+
+impl Configured {
+    pub fn of(
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Configured, Problem> {
+        Ok(match config.tokens.backend {
+            StoreBackend::Sled => Configured::Sled(config.tokens.store_path.clone()),
+            StoreBackend::Postgres => Configured::Postgres(postgres_settings(config, env)?),
+        })
+    }
+
+    /// Opens it (sled: blocking work on the blocking pool).
+    pub async fn open(&self) -> Result<Arc<dyn Backend>, StoreError> {
+        match self {
+            Configured::Sled(path) => {
+                let path = path.clone();
+                let opened = tokio::task::spawn_blocking(move || SledBackend::open(&path))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))?;
+                Ok(Arc::new(opened?))
+            }
+            Configured::Postgres(settings) => Ok(Arc::new(PostgresBackend::open(settings).await?)),
+        }
     }
 }
 
-/// Opens the configured backend (sled: blocking work on the blocking pool).
+/// Opens the configured backend.
 pub async fn open_backend(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn Backend>, OpenError> {
-    match config.tokens.backend {
-        StoreBackend::Sled => {
-            let path = config.tokens.store_path.clone();
-            let opened = tokio::task::spawn_blocking(move || SledBackend::open(&path))
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("open task failed: {e}")))?;
-            Ok(Arc::new(opened?))
-        }
-        StoreBackend::Postgres => {
-            let settings = postgres_settings(config, env)?;
-            Ok(Arc::new(PostgresBackend::open(&settings).await?))
-        }
-    }
+    Ok(Configured::of(config, env)?.open().await?)
 }
