@@ -4,13 +4,16 @@
 //! 1,000 and with 1,000,000 tokens in the store; the same for tokens with
 //! `allowedIps` (one network, and 32 where the client is in the last); the
 //! address check alone; the rejection of a malformed token; and of an
-//! unknown token, which misses the cache and costs one backend lookup.
+//! unknown token, which misses the cache and costs one backend lookup. Then,
+//! outside criterion, what `allowedIps` adds measured in pairs (see
+//! [`paired_added_cost`]).
 //!
 //! `cargo bench --bench hot_path`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
@@ -120,29 +123,39 @@ fn hot_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for &n in &sizes {
         // The requests are made before the bulk load, so that at every size
-        // they sit in memory alike and only the store differs. A quarter of
-        // the kept tokens are unrestricted, a quarter allow one network, a
-        // quarter 32 (the client in the last); the rest are unrestricted.
+        // they sit in memory alike and only the store differs. A third of the
+        // kept tokens are unrestricted, a third allow one network, a third 32
+        // (the client in the last); the kinds take turns, in the store and in
+        // the cache, so that no kind's entries sit in memory better than
+        // another's. The rest of the store is unrestricted.
         let per_kind = n.div_ceil(1000) as usize;
-        let kept: Vec<(String, AllowedIps)> = [AllowedIps::default(), nets(1), nets(32)]
-            .iter()
-            .flat_map(|a| (0..per_kind).map(move |_| a.clone()))
-            .map(|a| (format.generate().unwrap().expose().to_string(), a))
+        let allowed = [AllowedIps::default(), nets(1), nets(32)];
+        let kept: Vec<(String, AllowedIps)> = (0..3 * per_kind)
+            .map(|j| {
+                let token = format.generate().unwrap().expose().to_string();
+                (token, allowed[j % 3].clone())
+            })
             .collect();
         let hashes: Vec<(TokenHash, AllowedIps)> = kept
             .iter()
             .map(|(t, a)| (TokenHash::of(t), a.clone()))
             .collect();
+        let kinds: Vec<Vec<HeaderMap>> = (0..3)
+            .map(|k| {
+                kept.iter()
+                    .skip(k)
+                    .step_by(3)
+                    .map(|(t, _)| bearer(t))
+                    .collect()
+            })
+            .collect();
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let store = store_with(dir.path(), n, &hashes);
-        let kinds: Vec<Vec<HeaderMap>> = kept
-            .chunks(per_kind)
-            .map(|c| c.iter().map(|(t, _)| bearer(t)).collect())
-            .collect();
         // The first round reads every token from the backend and caches it,
-        // as the first request with a token does; the measured ones hit.
-        for requests in &kinds {
-            assert!(requests.iter().all(|h| verify(h, &format, &store, &rt)));
+        // as the first request with a token does (the kinds taking turns);
+        // the measured ones hit.
+        for j in 0..3 * per_kind {
+            assert!(verify(&kinds[j % 3][j / 3], &format, &store, &rt));
         }
         assert!(hashes.iter().all(|(h, _)| store.cached(h).is_some()));
         for (name, requests) in [
@@ -161,6 +174,7 @@ fn hot_path(c: &mut Criterion) {
                 })
             });
         }
+        paired_added_cost(&kinds, &format, &store, &rt, n);
         let kept = [kept[0].0.clone()];
         let mut bad = kept[0].clone();
         bad.replace_range(10..11, if &bad[10..11] == "a" { "b" } else { "a" });
@@ -191,6 +205,53 @@ fn hot_path(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// What `allowedIps` adds to a request, measured in pairs: each step of a
+/// loop verifies an unrestricted token and one with networks (which one
+/// first alternates), each timed on its own, so that drift in the machine
+/// (other work, memory traffic), large at a million tokens, hits both alike.
+/// Prints the median over rounds of the mean difference per request.
+fn paired_added_cost(
+    kinds: &[Vec<HeaderMap>],
+    format: &TokenFormat,
+    store: &Store,
+    rt: &Runtime,
+    n: u64,
+) {
+    const ROUNDS: usize = 31;
+    const STEPS: usize = 20_000;
+    let Some((plain, restricted)) = kinds.split_first() else {
+        return;
+    };
+    for (label, with_nets) in ["1 network", "32 networks"].into_iter().zip(restricted) {
+        let mut diffs = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
+            let timed = |h: &HeaderMap, total: &mut Duration| {
+                let t = Instant::now();
+                black_box(verify(black_box(h), format, store, rt));
+                *total += t.elapsed();
+            };
+            for (step, (x, y)) in plain.iter().zip(with_nets).cycle().take(STEPS).enumerate() {
+                if step % 2 == 0 {
+                    timed(x, &mut a);
+                    timed(y, &mut b);
+                } else {
+                    timed(y, &mut b);
+                    timed(x, &mut a);
+                }
+            }
+            diffs.push((b.as_nanos() as f64 - a.as_nanos() as f64) / STEPS as f64);
+        }
+        diffs.sort_by(f64::total_cmp);
+        println!(
+            "allowedIps, {n} tokens, {label}: adds {:.0} ns to a request (median of {ROUNDS} paired rounds of {STEPS}; quartiles {:.0} to {:.0} ns)",
+            diffs[ROUNDS / 2],
+            diffs[ROUNDS / 4],
+            diffs[3 * ROUNDS / 4]
+        );
+    }
 }
 
 criterion_group!(benches, hot_path);
