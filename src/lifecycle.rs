@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::policy::Authenticator;
 use crate::config::{Config, StoreBackend};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WorkerLabels};
 use crate::net::TrustedProxies;
 use crate::notify;
 use crate::proxy::{self, Upstream};
@@ -166,6 +166,7 @@ fn serve(
         notices,
     } = built;
     let limits = server::Limits {
+        h2c: config.server.h2c,
         header_read_timeout: Duration::from_millis(config.server.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(config.server.idle_timeout_ms),
         max_header_bytes: config.server.max_header_bytes,
@@ -204,7 +205,14 @@ fn serve(
             gateway: gateway.clone(),
             upstream,
         });
-        let (tls, stop, cap) = (tls.clone(), shutdown.clone(), public_cap.clone());
+        let open = gateway
+            .metrics
+            .open_connections
+            .get_or_create(&WorkerLabels {
+                worker: i.to_string(),
+            })
+            .clone();
+        let (tls, stop, cap) = (tls.clone(), shutdown.clone(), public_cap.counted(open));
         let spawned = std::thread::Builder::new()
             .name(format!("tokengate-worker-{i}"))
             .spawn(move || run_worker(listener, tls, handler, limits, cap, stop, grace));

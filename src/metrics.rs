@@ -25,6 +25,11 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -199,6 +204,9 @@ pub struct Metrics {
     pub tokens: Gauge,
     pub lockouts: Counter,
     in_flight: Gauge,
+    /// Connections open on the public listener, by worker: how evenly the
+    /// kernel spreads them (`SO_REUSEPORT`).
+    pub open_connections: Family<WorkerLabels, Gauge>,
     pub ready: Gauge,
     pub last_access_pending: Gauge,
     pub last_access_flush_age: Gauge<f64, AtomicU64>,
@@ -273,6 +281,12 @@ impl Metrics {
             "Requests being answered now",
             in_flight.clone(),
         );
+        let open_connections = Family::<WorkerLabels, Gauge>::default();
+        registry.register(
+            "tokengate_open_connections",
+            "Connections open on the public listener, by worker",
+            open_connections.clone(),
+        );
         let ready = Gauge::default();
         registry.register(
             "tokengate_ready",
@@ -330,6 +344,7 @@ impl Metrics {
             tokens,
             lockouts,
             in_flight,
+            open_connections,
             ready,
             last_access_pending,
             last_access_flush_age,

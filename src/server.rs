@@ -1,6 +1,8 @@
 //! Listening sockets, TLS, connections and their timeouts, graceful shutdown.
 //!
-//! HTTP/1.1 and HTTP/2 come through hyper-util's auto builder. Two timeouts
+//! A listener without TLS speaks HTTP/1.1 through hyper's HTTP/1 server
+//! ([`Codec::Http1`]); with TLS, or with `h2c`, HTTP/1.1 and HTTP/2 come
+//! through hyper-util's auto builder ([`Codec::Auto`]). Two timeouts
 //! are enforced per connection by a watchdog rather than by hyper, because
 //! hyper's header-read timer also runs while a keep-alive connection is idle,
 //! which would make the idle timeout meaningless:
@@ -33,9 +35,11 @@ use std::time::{Duration, Instant};
 use http::header::HeaderValue;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -76,8 +80,35 @@ pub struct ConnInfo {
 /// and is given the shutdown grace like any connection.
 #[derive(Clone)]
 pub struct ConnHold {
-    slot: Option<Arc<OwnedSemaphorePermit>>,
+    slot: Option<Arc<Slot>>,
     tracker: TaskTracker,
+}
+
+/// A taken slot of [`ConnectionCap`], counted in the listener's open
+/// connections gauge (if it has one) while it is held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Option<Gauge>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, open: Option<Gauge>) -> Slot {
+        if let Some(g) = &open {
+            g.inc();
+        }
+        Slot {
+            _permit: permit,
+            open,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(g) = &self.open {
+            g.dec();
+        }
+    }
 }
 
 impl std::fmt::Debug for ConnHold {
@@ -115,6 +146,8 @@ impl ConnInfo {
 /// Per-connection limits from `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// A listener without TLS also takes HTTP/2 with prior knowledge.
+    pub h2c: bool,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -130,6 +163,36 @@ impl Limits {
     }
 }
 
+/// The HTTP codec of a listener: HTTP/1.1 only (a plain listener, the
+/// default), or HTTP/1.1 and HTTP/2 (with TLS, or with `h2c`).
+pub enum Codec {
+    Auto(auto::Builder<TokioExecutor>),
+    Http1(http1::Builder),
+}
+
+impl Codec {
+    fn new(http2: bool, limits: Limits) -> Codec {
+        let max_buf = limits.max_header_bytes.max(8192);
+        if !http2 {
+            let mut b = http1::Builder::new();
+            b.timer(TokioTimer::new())
+                // Our watchdog enforces the header timeout; hyper's would also cut idle keep-alive.
+                .header_read_timeout(None)
+                .max_buf_size(max_buf);
+            return Codec::Http1(b);
+        }
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(max_buf);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Codec::Auto(b)
+    }
+}
+
 /// How many connections a listener serves at once, shared by all the
 /// workers that accept on it. A connection accepted while every slot is taken
 /// waits, unserved, until one frees; meanwhile its worker accepts nothing more,
@@ -139,6 +202,8 @@ impl Limits {
 pub struct ConnectionCap {
     slots: Arc<Semaphore>,
     max: usize,
+    /// The connections one worker holds open (`tokengate_open_connections`).
+    open: Option<Gauge>,
 }
 
 impl ConnectionCap {
@@ -147,6 +212,15 @@ impl ConnectionCap {
         ConnectionCap {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            open: None,
+        }
+    }
+
+    /// The same slots, for a worker whose open connections `open` counts.
+    pub fn counted(&self, open: Gauge) -> ConnectionCap {
+        ConnectionCap {
+            open: Some(open),
+            ..self.clone()
         }
     }
 }
@@ -255,18 +329,7 @@ pub async fn serve<H: Handler>(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Our watchdog enforces the header timeout; hyper's would also cut idle keep-alive.
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(Codec::new(tls.is_some() || limits.h2c, limits));
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -314,7 +377,7 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let hold = ConnHold {
-            slot: Some(Arc::new(slot)),
+            slot: Some(Arc::new(Slot::new(slot, cap.open.clone()))),
             tracker: tracker.clone(),
         };
         tracker.spawn(async move {
@@ -329,7 +392,7 @@ async fn connection<H: Handler>(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Codec>,
     limits: Limits,
     shutdown: CancellationToken,
     hold: ConnHold,
@@ -386,7 +449,7 @@ async fn drive<H, I>(
     io: WatchedIo<I>,
     info: Arc<ConnInfo>,
     handler: Arc<H>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Codec>,
     limits: Limits,
     shutdown: CancellationToken,
     activity: Arc<Activity>,
@@ -420,9 +483,52 @@ async fn drive<H, I>(
             }
         })
     };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    match &*builder {
+        Codec::Auto(b) => {
+            let conn = b.serve_connection_with_upgrades(TokioIo::new(io), service);
+            run_connection(
+                conn,
+                |c| c.graceful_shutdown(),
+                peer,
+                limits,
+                shutdown,
+                &activity,
+            )
+            .await
+        }
+        Codec::Http1(b) => {
+            let conn = b
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            run_connection(
+                conn,
+                |c| c.graceful_shutdown(),
+                peer,
+                limits,
+                shutdown,
+                &activity,
+            )
+            .await
+        }
+    }
+}
+
+/// Serves a connection until it ends, shutdown asks it to finish, or the
+/// watchdog gives up on it. `graceful` asks the codec to finish the request
+/// in progress and close.
+async fn run_connection<C, E>(
+    conn: C,
+    graceful: impl Fn(Pin<&mut C>),
+    peer: SocketAddr,
+    limits: Limits,
+    shutdown: CancellationToken,
+    activity: &Activity,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
-    let watchdog = watchdog(&activity, limits);
+    let watchdog = watchdog(activity, limits);
     tokio::pin!(watchdog);
     let mut draining = false;
     loop {
@@ -434,12 +540,12 @@ async fn drive<H, I>(
                 break;
             }
             _ = shutdown.cancelled(), if !draining => {
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
                 draining = true;
             }
             verdict = &mut watchdog, if !draining => match verdict {
                 Verdict::Idle => {
-                    conn.as_mut().graceful_shutdown();
+                    graceful(conn.as_mut());
                     draining = true;
                 }
                 Verdict::HeaderTimeout => {

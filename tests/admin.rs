@@ -66,6 +66,8 @@ fn allowed(label: &str, value: &str) -> bool {
         .contains(&value),
         "kind" => ["connect", "broken", "timeout", "credentials_rejected"].contains(&value),
         "cause" => ["notify", "reconnect", "stale"].contains(&value),
+        // A worker's number: `server.workers` is at most 256.
+        "worker" => value.parse::<u16>().is_ok_and(|n| n < 256),
         "op" => [
             "lookup",
             "get",
@@ -219,4 +221,51 @@ async fn request_ids_are_kept_or_made_passed_upstream_and_returned() {
     let resp = s.anonymous().api(Method::GET, "/user/token").answer().await;
     assert_eq!(resp.status(), 401);
     assert!(resp.headers().contains_key("x-request-id"));
+}
+
+/// The sum of `tokengate_open_connections` over the workers, and how many
+/// workers it names.
+async fn open_connections(s: &JiraSetup) -> (u64, usize) {
+    let text = s.metrics_text().await;
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("tokengate_open_connections{worker="))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    (values.iter().sum(), values.len())
+}
+
+#[tokio::test]
+async fn open_connections_are_counted_by_worker_until_they_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = JiraSetup::jira_with(|c| {
+        c.server.admin_listen = "127.0.0.1:0".into();
+        c.server.workers = 2;
+    })
+    .await;
+    let (before, _) = open_connections(&s).await;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let mut c = tokio::net::TcpStream::connect(s.gw.addr()).await.unwrap();
+        c.write_all(b"GET /rest/api/2/serverInfo HTTP/1.1\r\nHost: jira\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(c);
+    }
+    let (open, workers) = open_connections(&s).await;
+    assert_eq!(workers, 2, "one series per worker");
+    assert_eq!(open, before + 6);
+    drop(held);
+    let mut now = open;
+    for _ in 0..100 {
+        (now, _) = open_connections(&s).await;
+        if now == before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(now, before, "closed connections are no longer counted");
 }

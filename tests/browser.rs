@@ -903,14 +903,7 @@ async fn what_the_page_loads(p: &Page<'_>) {
 
 /// `tokengate_requests_total` by route, from the admin listener.
 async fn request_counts(s: &JiraSetup) -> std::collections::HashMap<String, u64> {
-    let text = client()
-        .get(s.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     let mut counts = std::collections::HashMap::new();
     for line in text
         .lines()

@@ -399,7 +399,7 @@ async fn the_store_is_created_private() {
 #[tokio::test]
 async fn http2_cookie_fields_reach_the_upstream_as_one_header() {
     let up = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&up.url(), |_| {}).await;
+    let (gw, _dir) = gateway_for(&up.url(), |c| c.server.h2c = true).await;
     let resp = gw
         .anonymous()
         .over(http2_client())
@@ -565,6 +565,7 @@ async fn an_http2_client_that_stops_reading_is_disconnected() {
     let up = EchoUpstream::start().await;
     let (gw, _dir) = gateway_for(&up.url(), |c| {
         c.server.idle_timeout_ms = 1_000;
+        c.server.h2c = true;
     })
     .await;
     let sock = TcpStream::connect(gw.addr()).await.unwrap();

@@ -71,7 +71,7 @@ async fn forged_identity_and_secret_headers_never_reach_the_upstream_under_any_c
 
 #[tokio::test]
 async fn forged_identity_headers_over_http2_never_reach_the_upstream() {
-    let s = JiraSetup::jira().await;
+    let s = JiraSetup::jira_with(|c| c.server.h2c = true).await;
     let token = s.token_for("alice").await;
     for with_token in [false, true] {
         let path = probe();

@@ -88,15 +88,7 @@ async fn a_token_for_127_0_0_2_works_from_there_only() {
         .await;
     assert_eq!(v["total"], 0);
 
-    let metrics = s
-        .http
-        .get(s.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     assert_eq!(
         metric(
             &metrics,

@@ -286,7 +286,7 @@ async fn tls_on_the_listener_with_http2_and_http1() {
 #[tokio::test]
 async fn http2_from_the_client_in_cleartext() {
     let upstream = EchoUpstream::start().await;
-    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |c| c.server.h2c = true).await;
     let resp = gw
         .anonymous()
         .over(http2_client())
@@ -306,6 +306,21 @@ async fn http2_from_the_client_in_cleartext() {
         [gw.addr().to_string()]
     );
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_plain_listener_speaks_only_http1_unless_h2c_is_on() {
+    let upstream = EchoUpstream::start().await;
+    let (gw, _dir) = gateway_for(&upstream.url(), |_| {}).await;
+    let url = format!("http://{}/rest/api/2/serverInfo", gw.addr());
+    let h2 = http2_client().get(&url).send().await;
+    assert!(
+        h2.is_err(),
+        "HTTP/2 with prior knowledge is refused: {h2:?}"
+    );
+    let resp = gw.anonymous().fetch("/rest/api/2/serverInfo").await;
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use common::{Answer, Gateway, JiraSetup, gateway_for, http2_client};
+use common::{Gateway, JiraSetup, gateway_for, http2_client};
 use tokengate::demo::sim::SimConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,7 +140,8 @@ async fn serve_cutting(mut s: TcpStream, framing: Framing) {
 async fn gateway_to(addr: SocketAddr) -> (tokengate::Running, tempfile::TempDir) {
     capture_logs();
     gateway_for(&format!("http://{addr}"), |c| {
-        c.server.admin_listen = "127.0.0.1:0".into()
+        c.server.admin_listen = "127.0.0.1:0".into();
+        c.server.h2c = true;
     })
     .await
 }
@@ -234,14 +235,7 @@ async fn an_upstream_reset_mid_body_resets_only_that_http2_stream() {
 // ---- the upstream refuses what the gateway swapped in -----------------------------
 
 async fn metric(s: &JiraSetup, name: &str) -> f64 {
-    let text = s
-        .http
-        .get(s.admin_url("/metrics"))
-        .answer()
-        .await
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics_text().await;
     text.lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())

@@ -51,6 +51,11 @@ pub struct ServerConfig {
     /// Connections each listener serves at once, over all its workers; more
     /// wait in the kernel's accept queue until one closes.
     pub max_connections: usize,
+    /// Whether a listener without TLS also takes HTTP/2 sent with prior
+    /// knowledge (h2c). Off: it speaks HTTP/1.1 only, which costs less per
+    /// connection and per request. With TLS, HTTP/2 is offered by ALPN
+    /// either way.
+    pub h2c: bool,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +75,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             workers: 0,
             max_connections: 10_000,
+            h2c: false,
         }
     }
 }

@@ -168,6 +168,12 @@ impl JiraSetup {
         )
     }
 
+    /// What the admin listener's `/metrics` shows now.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.http.get(self.admin_url("/metrics")).send().await;
+        resp.unwrap().text().await.unwrap()
+    }
+
     /// The request the simulated product saw for `target`, if any.
     pub fn seen_at(&self, target: &str) -> Option<Seen> {
         self.sim.seen().into_iter().find(|r| r.target == target)
