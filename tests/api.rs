@@ -120,6 +120,64 @@ async fn bad_bodies_get_400_415_413() {
     assert!(error_message(&v).contains("65536"));
 }
 
+/// A client still sending a body too large for the API reads the 413, not a
+/// reset connection, and may go on using the connection: the rest of the
+/// body (up to 1 MiB) is read and dropped before the answer.
+#[tokio::test]
+async fn an_oversized_body_still_being_sent_gets_its_413_and_the_connection_stays() {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = JiraSetup::jira().await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:alice");
+    let body = format!("{{\"tokenDescription\":\"{}\"}}", "x".repeat(300_000));
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr()).await.unwrap();
+    let head = format!(
+        "POST /rest/de.resolution.apitokenauth/latest/user/token HTTP/1.1\r\nHost: jira\r\n\
+         Authorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.as_bytes().split_at(1000);
+    c.write_all(first).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    c.write_all(rest).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_until =
+        |seen: &[u8], marker: &str| String::from_utf8_lossy(seen).matches(marker).count();
+    for _ in 0..100 {
+        if read_until(&seen, "HTTP/1.1 ") >= 1 && seen.ends_with(b"}") {
+            break;
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("65536"), "{text}");
+    // The same connection answers the next request.
+    c.write_all(b"GET /rest/api/2/serverInfo HTTP/1.1\r\nHost: jira\r\n\r\n")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
 #[tokio::test]
 async fn validity_in_calendar_months_up_to_the_maximum() {
     let s = JiraSetup::jira().await;

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use bytes::{Buf, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Map, Value};
 
@@ -48,31 +49,64 @@ pub async fn json_object(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
     let pace = req
         .extensions()
         .get::<BodyGap>()
         .map_or(DEFAULT_BODY_PACE, |g| g.0);
-    let body = StallGuard::new(req.into_body(), pace);
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) if BodyStalled::is_cause_of(&*e) => {
-            return Err(ErrorReply::client(
-                StatusCode::REQUEST_TIMEOUT,
-                "The request body was not received in time",
-            ));
+    let mut body = std::pin::pin!(StallGuard::new(req.into_body(), pace));
+    if declared.is_some_and(|n| n > limit as u64) {
+        discard_rest(body).await;
+        return Err(too_large());
+    }
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if bytes.len() + data.len() > limit {
+                    discard_rest(body).await;
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Err(e) if BodyStalled::is_cause_of(&*e) => {
+                return Err(ErrorReply::client(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "The request body was not received in time",
+                ));
+            }
+            Err(_) => {
+                return Err(ErrorReply::client(
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read",
+                ));
+            }
         }
-        Err(_) => {
-            return Err(ErrorReply::client(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read",
-            ));
-        }
-    };
+    }
     parse_object(&bytes)
+}
+
+/// How much of a refused body is read and dropped before answering.
+const DISCARD_LIMIT: usize = 1 << 20;
+
+/// Reads and drops what is left of a body refused as too large, up to
+/// [`DISCARD_LIMIT`] bytes and at the body's pace, so that a client still
+/// sending it reads the 413 (and may keep its connection) instead of a reset:
+/// a socket closed with unread bytes resets the connection. Beyond that the
+/// connection closes without waiting for the rest.
+async fn discard_rest<B>(mut body: std::pin::Pin<&mut B>)
+where
+    B: hyper::body::Body,
+{
+    let mut read = 0usize;
+    while read <= DISCARD_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.remaining()),
+            _ => return,
+        }
+    }
 }
 
 /// [`json_object`], or an empty object for a request without a body (no
