@@ -10,6 +10,13 @@
 #
 #   bash benches/cpu_per_request.sh
 #   DURATION=30s STRACE=1 bash benches/cpu_per_request.sh
+#   TOP=25 bash benches/cpu_per_request.sh   # and tokengate's 25 costliest
+#                                            # functions, callees included
+#   SHARES=1 bash benches/cpu_per_request.sh # and tokengate's instructions per
+#                                            # request by where they are spent
+#                                            # (HTTP codec, tokio, SHA-256, ...)
+#   KEEP=/tmp/cg bash benches/cpu_per_request.sh
+#                                            # keeps the callgrind files there
 #
 # Installs nginx, wrk and valgrind (Debian packages) when missing.
 set -euo pipefail
@@ -163,3 +170,32 @@ echo "instructions per proxied request (callgrind, $DURATION of keep-alive reque
 awk -v a="$ng_ir" -v n="$ng_n" 'BEGIN {printf "  nginx                    %8.0f\n", a / n}'
 awk -v a="$tg_ir" -v n="$tg_n" 'BEGIN {printf "  tokengate, token checked %8.0f\n", a / n}'
 awk -v a="$tg_ir" -v n="$tg_n" -v b="$ng_ir" -v m="$ng_n" 'BEGIN {printf "  tokengate / nginx        %8.2f\n", (a / n) / (b / m)}'
+if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/
+fi
+if [ "${SHARES:-0}" = 1 ]; then
+    echo
+    echo "tokengate's instructions per request by where they are spent (own cost of each function):"
+    callgrind_annotate --inclusive=no --threshold=100 "$work"/cg.tokengate.*.1 2>/dev/null |
+        awk -v n="$tg_n" -v total="$tg_ir" '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ {
+            c = $1; gsub(",", "", c); c += 0
+            # The thread entry frames are listed with everything under them.
+            if (c > total / 2) next
+            $1 = ""; $2 = ""; s = $0; g = "other (libc, std, ...)"
+            if (s ~ /hyper::|httparse|http::|hyper_util|hyper_rustls/) g = "HTTP codec (hyper, http, httparse)"
+            else if (s ~ /bytes::/) g = "bytes"
+            else if (s ~ /tokio::|tokio_util|mio::/) g = "tokio"
+            else if (s ~ /sha2|digest/) g = "SHA-256 (without the SHA extensions, which valgrind hides)"
+            else if (s ~ /mi_|mimalloc/) g = "allocator (mimalloc)"
+            else if (s ~ /memcpy|memmove|memset/) g = "memcpy, memmove, memset"
+            else if (s ~ /tokengate::/) g = "tokengate itself"
+            t[g] += c }
+            END { for (g in t) printf "  %8.0f  %5.1f%%  %s\n", t[g] / n, 100 * t[g] / total, g }' | sort -rn
+fi
+if [ -n "${TOP:-}" ]; then
+    echo
+    echo "tokengate's costliest functions, callees included (share of all its instructions):"
+    callgrind_annotate --inclusive=yes "$work"/cg.tokengate.*.1 2>/dev/null |
+        awk -v total="$tg_ir" '/^ *[0-9,]+ \(/ {n = $1; gsub(",", "", n); $1 = ""; $2 = ""; sub(/^ +/, "");
+            sub(/ \[.*$/, ""); printf "  %5.1f%%  %s\n", 100 * n / total, substr($0, 1, 150)}' | head -"$TOP"
+fi
