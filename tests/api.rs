@@ -178,6 +178,30 @@ async fn an_oversized_body_still_being_sent_gets_its_413_and_the_connection_stay
     );
 }
 
+/// A client that waits for `100 Continue` before an oversized body gets the
+/// 413 at once, never an invitation to send what would be dropped.
+#[tokio::test]
+async fn an_oversized_body_behind_expect_100_continue_gets_413_without_continue() {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = JiraSetup::jira().await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:alice");
+    let mut c = tokio::net::TcpStream::connect(s.gw.addr()).await.unwrap();
+    let head = format!(
+        "POST /rest/de.resolution.apitokenauth/latest/user/token HTTP/1.1\r\nHost: jira\r\n\
+         Authorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: 300000\r\n\
+         Expect: 100-continue\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
 #[tokio::test]
 async fn validity_in_calendar_months_up_to_the_maximum() {
     let s = JiraSetup::jira().await;

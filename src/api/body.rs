@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -53,9 +53,19 @@ pub async fn json_object(
         .extensions()
         .get::<BodyGap>()
         .map_or(DEFAULT_BODY_PACE, |g| g.0);
+    // A client waiting for `100 Continue` has not sent its body: reading it
+    // would invite the upload only to drop it, so the 413 goes at once.
+    let expects_continue = req
+        .headers()
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut body = std::pin::pin!(StallGuard::new(req.into_body(), pace));
-    if declared.is_some_and(|n| n > limit as u64) {
-        discard_rest(body).await;
+    if let Some(n) = declared
+        && n > limit as u64
+    {
+        if !expects_continue && n <= (limit + DISCARD_LIMIT) as u64 {
+            discard_rest(body).await;
+        }
         return Err(too_large());
     }
     let mut bytes = BytesMut::new();
@@ -94,8 +104,8 @@ const DISCARD_LIMIT: usize = 1 << 20;
 /// Reads and drops what is left of a body refused as too large, up to
 /// [`DISCARD_LIMIT`] bytes and at the body's pace, so that a client still
 /// sending it reads the 413 (and may keep its connection) instead of a reset:
-/// a socket closed with unread bytes resets the connection. Beyond that the
-/// connection closes without waiting for the rest.
+/// a socket closed with unread bytes resets the connection. A body declared
+/// longer than that is not read at all, and its connection closes.
 async fn discard_rest<B>(mut body: std::pin::Pin<&mut B>)
 where
     B: hyper::body::Body,
