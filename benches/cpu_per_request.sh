@@ -197,5 +197,5 @@ if [ -n "${TOP:-}" ]; then
     echo "tokengate's costliest functions, callees included (share of all its instructions):"
     callgrind_annotate --inclusive=yes "$work"/cg.tokengate.*.1 2>/dev/null |
         awk -v total="$tg_ir" '/^ *[0-9,]+ \(/ {n = $1; gsub(",", "", n); $1 = ""; $2 = ""; sub(/^ +/, "");
-            sub(/ \[.*$/, ""); printf "  %5.1f%%  %s\n", 100 * n / total, substr($0, 1, 150)}' | head -"$TOP"
+            sub(/ \[.*$/, ""); printf "  %5.1f%%  %s\n", 100 * n / total, substr($0, 1, 150)}' | sed -n "1,${TOP}p"
 fi

@@ -161,7 +161,9 @@ expect() {
 expect 200 "$TG_PORT" "$token"
 expect 401 "$TG_PORT" "${token%?????}aaaaa"
 expect 200 "$HAPROXY_PORT" "$hp_token"
-expect 401 "$HAPROXY_PORT" "${hp_token%?}x"
+wrong=${hp_token%?}x
+[ "$wrong" != "$hp_token" ] || wrong=${hp_token%?}y
+expect 401 "$HAPROXY_PORT" "$wrong"
 
 path=/rest/api/2/issue/BENCH-1
 declare -A url=(
@@ -180,6 +182,9 @@ fi
 
 if [ -n "${TARGETS:-}" ]; then
     read -ra targets <<<"$TARGETS"
+    for t in "${targets[@]}"; do
+        [ -n "${url[$t]:-}" ] || { echo "TARGETS: no target $t here (tg-before needs BIN_BEFORE)" >&2; exit 1; }
+    done
 fi
 
 # run_sweep C: the alternating rounds at C connections, and the medians;

@@ -100,12 +100,12 @@ echo "CPU by thread (share of the gateway's CPU during the run):"
 join "$work/ticks-before" "$work/ticks-after" | awk '{d[$1] += $3 - $2; s += $3 - $2} END {for (n in d) if (d[n] > 0) printf "  %-26s %5.1f%%\n", n, 100 * d[n] / s}' | sort -k2 -rn
 echo
 echo "time by binary:"
-perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null | tidy | head -8
+perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null | tidy | sed -n 1,8p
 echo
 echo "top $TOP functions by their own time:"
-perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null | tidy | head -"$TOP"
+perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null | tidy | sed -n "1,${TOP}p"
 if [ "${CALL_GRAPH:-0}" = 1 ]; then
     echo
     echo "call chains (callers included), top $TOP:"
-    perf report -i "$work/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | tidy | head -"$TOP"
+    perf report -i "$work/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | tidy | sed -n "1,${TOP}p"
 fi
