@@ -50,11 +50,7 @@ cleanup() {
 trap cleanup EXIT
 pg_bench_db tg_bench_load
 echo "$(pg_settings); database $PG_DB"
-# BIN=path/to/tokengate measures a binary built elsewhere.
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=./target/release/tokengate
-fi
+release_bin
 
 write_upstream_conf "$work/up" "$UP_PORT"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" &

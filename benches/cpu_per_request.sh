@@ -33,18 +33,8 @@ tools=(nginx:nginx-light wrk:wrk valgrind:valgrind)
 [ "${STRACE:-0}" = 1 ] && tools+=(strace:strace)
 install_missing "${tools[@]}"
 
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=./target/release/tokengate
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+release_bin
+bench_workdir
 
 mkdir -p "$work/proxy"
 write_upstream_conf "$work/up" "$UP_PORT"

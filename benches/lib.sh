@@ -15,6 +15,29 @@ install_missing() {
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 }
 
+# release_bin: sets BIN to the release build, building it, unless BIN names a
+# binary built elsewhere (BIN=path/to/tokengate measures that one).
+release_bin() {
+    if [ -z "${BIN:-}" ]; then
+        cargo build --release --quiet
+        BIN=./target/release/tokengate
+    fi
+}
+
+# bench_workdir: a temporary directory in $work, removed at exit together with
+# every process whose pid the script appends to the array pids.
+bench_workdir() {
+    work=$(mktemp -d)
+    pids=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+
 # write_upstream_conf DIR PORT [LOCATIONS]: an nginx configuration in DIR for
 # a fast upstream that answers like Jira (/myself, /mypermissions, and a
 # ~200-byte issue for anything else) on 127.0.0.1:PORT. Request bodies of any

@@ -48,19 +48,8 @@ WORKERS_BEFORE=${WORKERS_BEFORE:-$WORKERS}
 install_missing nginx:nginx-light wrk:wrk haproxy:haproxy
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
-# BIN=path/to/tokengate measures a binary built elsewhere.
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=./target/release/tokengate
-fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+release_bin
+bench_workdir
 
 mkdir -p "$work/proxy"
 write_upstream_conf "$work/up" "$UP_PORT"

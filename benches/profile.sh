@@ -27,24 +27,13 @@ ADMIN_PORT=${ADMIN_PORT:-18183}
 . benches/lib.sh
 install_missing nginx:nginx-light wrk:wrk perf:linux-perf
 
-if [ -z "${BIN:-}" ]; then
-    if [ "${CALL_GRAPH:-0}" = 1 ]; then
-        RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-            cargo build --release --quiet --target-dir target/profiling
-        BIN=./target/profiling/release/tokengate
-    else
-        cargo build --release --quiet
-        BIN=./target/release/tokengate
-    fi
+if [ -z "${BIN:-}" ] && [ "${CALL_GRAPH:-0}" = 1 ]; then
+    RUSTFLAGS="-C force-frame-pointers=yes" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+        cargo build --release --quiet --target-dir target/profiling
+    BIN=./target/profiling/release/tokengate
 fi
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+release_bin
+bench_workdir
 
 write_upstream_conf "$work/up" "$UP_PORT"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)

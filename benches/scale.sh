@@ -14,11 +14,8 @@ PORT=${PORT:-18090}
 ADMIN_PORT=${ADMIN_PORT:-18091}
 RUNS=${RUNS:-20}
 
-# BIN=path/to/tokengate measures a binary built elsewhere.
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet
-    BIN=./target/release/tokengate
-fi
+. benches/lib.sh
+release_bin
 work=$(mktemp -d -p "${TMPDIR_SCALE:-$PWD/target}")
 gw=""
 cleanup() {

@@ -29,14 +29,7 @@ install_missing nginx:nginx-light slowhttptest:slowhttptest curl:curl
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 mkdir -p "$work/up/html"
 # A 1 MiB page for the slow readers.

@@ -33,14 +33,7 @@ UPLOAD_MB=${UPLOAD_MB:-4}
 install_missing nginx:nginx-light wrk:wrk slowhttptest:slowhttptest
 
 cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 write_upstream_conf "$work/up" "$UP_PORT"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
