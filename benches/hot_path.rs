@@ -21,7 +21,7 @@ use http::header::{AUTHORIZATION, HeaderValue};
 use std::net::IpAddr;
 use tokengate::auth::{self, Credential};
 
-use tokengate::store::{AllowedIps, Scope, SledBackend, SledEngine, Store, TokenRecord};
+use tokengate::store::{AllowedIps, Boxed, Scope, SledBackend, SledEngine, Store, TokenRecord};
 use tokengate::token::{TokenFormat, TokenHash};
 use tokio::runtime::Runtime;
 
@@ -198,7 +198,7 @@ fn hot_path(c: &mut Criterion) {
         } else {
             nets(count)
         }
-        .nets();
+        .pack(Boxed);
         assert!(allowed.permits(client));
         group.bench_with_input(BenchmarkId::new("nets", count), &count, |b, _| {
             b.iter(|| black_box(black_box(&allowed).permits(black_box(client))))

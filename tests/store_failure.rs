@@ -27,7 +27,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokengate::demo::sim::{SimConfig, SimUpstream};
 use tokengate::store::{
-    Access, AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, Rotated, SledBackend,
+    Access, Backend, Filter, FoundEntry, Health, InsertError, NewToken, Page, Rotated, SledBackend,
     SledEngine, Store, StoreError, TokenRecord,
 };
 use tokengate::token::{TokenFormat, TokenHash};
@@ -425,7 +425,7 @@ impl Backend for Faulty {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
-    async fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
+    async fn lookup(&self, hash: &TokenHash) -> Result<Option<FoundEntry>, StoreError> {
         Faulty::check(&self.fail_lookup, "lookup")?;
         self.inner.lookup(hash).await
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{AuthEntry, Filter, HotCache, InsertError, NewToken, Page, StoreError, TokenRecord};
+use super::{Filter, FoundEntry, HotCache, InsertError, NewToken, Page, StoreError, TokenRecord};
 use crate::token::TokenHash;
 
 /// A use of a token, for `lastAccessed` and `lastAccessedFrom`.
@@ -60,7 +60,7 @@ pub trait Backend: Send + Sync + 'static {
     /// `"sled"` or `"postgres"`, for logs.
     fn kind(&self) -> &'static str;
 
-    async fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError>;
+    async fn lookup(&self, hash: &TokenHash) -> Result<Option<FoundEntry>, StoreError>;
     async fn get(&self, id: u64) -> Result<Option<TokenRecord>, StoreError>;
     /// One user's tokens by id ascending.
     async fn list_user(&self, user_key: &str) -> Result<Vec<TokenRecord>, StoreError>;

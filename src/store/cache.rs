@@ -197,10 +197,10 @@ impl HotCache {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::store::Scope;
+    use crate::store::{FoundEntry, Scope};
 
     fn entry(id: u64) -> Arc<AuthEntry> {
-        Arc::new(AuthEntry {
+        FoundEntry {
             id,
             user_key: "u".into(),
             user_name: "u".into(),
@@ -208,7 +208,8 @@ mod tests {
             scope: Scope::ReadWrite,
             allowed: Default::default(),
             superseded: false,
-        })
+        }
+        .into_entry()
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::metrics::StoreMetrics;
 use crate::token::TokenHash;
 
-pub use allowed::{AllowedIps, AllowedNets, MAX_ALLOWED_IPS};
+pub use allowed::{AllowedIps, AllowedNets, AllowedNetsOf, Boxed, MAX_ALLOWED_IPS, PackInto};
 pub use backend::{Access, Backend, FailureOutcome, Health, Locked, Rotated, SharedFailures};
 pub use cache::{Cause, Change, HotCache};
 pub use postgres::{PostgresBackend, PostgresSettings, migrate as postgres_migrate};
@@ -92,14 +92,14 @@ pub struct Previous {
 
 impl TokenRecord {
     /// What the hot path needs when the token is presented by its current secret.
-    pub fn auth_entry(&self) -> AuthEntry {
-        AuthEntry {
+    pub fn auth_entry(&self) -> FoundEntry {
+        FoundEntry {
             id: self.id,
             user_key: self.user_key.clone(),
             user_name: self.user_name.clone(),
             valid_until: self.valid_until,
             scope: self.scope,
-            allowed: self.allowed_ips.nets(),
+            allowed: self.allowed_ips.clone(),
             superseded: false,
         }
     }
@@ -107,12 +107,12 @@ impl TokenRecord {
     /// What the hot path needs for `hash`: the current secret, or the
     /// previous one with its grace end as its expiry (so that an entry
     /// cached for it cannot outlive the grace); `None` for any other hash.
-    pub fn entry_for(&self, hash: &TokenHash) -> Option<AuthEntry> {
+    pub fn entry_for(&self, hash: &TokenHash) -> Option<FoundEntry> {
         if self.hash == *hash {
             return Some(self.auth_entry());
         }
         let previous = self.previous.filter(|p| p.hash == *hash)?;
-        Some(AuthEntry {
+        Some(FoundEntry {
             valid_until: earlier_expiry(self.valid_until, previous.until),
             superseded: true,
             ..self.auth_entry()
@@ -139,10 +139,10 @@ pub fn expired(valid_until: u64, now_ms: u64) -> bool {
     valid_until != 0 && valid_until <= now_ms
 }
 
-/// What the token hot path needs, stored under the token's hash so that a
-/// request costs one lookup.
+/// What a backend finds under a token's hash; the store packs it into the
+/// [`AuthEntry`] the hot path reads ([`FoundEntry::into_entry`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthEntry {
+pub struct FoundEntry {
     pub id: u64,
     pub user_key: String,
     pub user_name: String,
@@ -151,10 +151,55 @@ pub struct AuthEntry {
     pub valid_until: u64,
     pub scope: Scope,
     /// The client addresses the token works from; empty = anywhere.
-    pub allowed: AllowedNets,
+    pub allowed: AllowedIps,
     /// Found by a secret that a rotation replaced.
     pub superseded: bool,
 }
+
+impl FoundEntry {
+    /// The entry the cache keeps and the hot path reads: one allocation,
+    /// the token's `allowedIps` inside it.
+    pub fn into_entry(mut self) -> Arc<AuthEntry> {
+        let allowed = std::mem::take(&mut self.allowed);
+        allowed.pack(self)
+    }
+}
+
+impl PackInto for FoundEntry {
+    type Out = Arc<AuthEntry>;
+    fn with<const N: usize>(self, allowed: AllowedNetsOf<[u64; N]>) -> Arc<AuthEntry> {
+        Arc::new(AuthEntryOf {
+            id: self.id,
+            user_key: self.user_key,
+            user_name: self.user_name,
+            valid_until: self.valid_until,
+            scope: self.scope,
+            superseded: self.superseded,
+            allowed,
+        })
+    }
+}
+
+/// What the token hot path needs, stored under the token's hash so that a
+/// request costs one lookup: a [`FoundEntry`] with its `allowedIps` packed
+/// into the same allocation (`N`: an array of words while it is built, a
+/// slice once it is shared as an [`AuthEntry`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuthEntryOf<N: ?Sized> {
+    pub id: u64,
+    pub user_key: String,
+    pub user_name: String,
+    /// See [`FoundEntry::valid_until`].
+    pub valid_until: u64,
+    pub scope: Scope,
+    /// Found by a secret that a rotation replaced.
+    pub superseded: bool,
+    /// The client addresses the token works from.
+    pub allowed: AllowedNetsOf<N>,
+}
+
+/// A cached token entry, as the hot path reads it.
+pub type AuthEntry = AuthEntryOf<[u64]>;
 
 impl AuthEntry {
     /// Expired at `now_ms`? See [`expired`].
@@ -324,7 +369,7 @@ impl Store {
         }
         let generation = self.cache.generation();
         let found = self.counted("lookup", self.backend.lookup(hash).await)?;
-        let Some(entry) = found.map(Arc::new) else {
+        let Some(entry) = found.map(FoundEntry::into_entry) else {
             return Ok(None);
         };
         self.cache

@@ -296,11 +296,11 @@ fn deliver(payload: &str, node: &str, cache: &HotCache) {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::store::{AuthEntry, Scope};
+    use crate::store::{FoundEntry, Scope};
 
     fn cached(cache: &HotCache, seed: &str) -> TokenHash {
         let hash = TokenHash::of(seed);
-        let entry = Arc::new(AuthEntry {
+        let entry = FoundEntry {
             id: 1,
             user_key: "u".into(),
             user_name: "u".into(),
@@ -308,7 +308,8 @@ mod tests {
             scope: Scope::ReadWrite,
             allowed: Default::default(),
             superseded: false,
-        });
+        }
+        .into_entry();
         cache.insert_unless_evicted(&hash, entry, cache.generation());
         hash
     }

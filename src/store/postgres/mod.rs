@@ -62,7 +62,7 @@ use crate::store::backend::{Access, Rotated};
 use crate::store::backend::{Backend, Health, SharedFailures};
 use crate::store::cache::HotCache;
 use crate::store::{
-    AllowedIps, AuthEntry, Filter, InsertError, NewToken, Page, Previous, Scope, StoreError,
+    AllowedIps, Filter, FoundEntry, InsertError, NewToken, Page, Previous, Scope, StoreError,
     TokenRecord, earlier_expiry,
 };
 use crate::token::TokenHash;
@@ -628,7 +628,7 @@ impl Backend for PostgresBackend {
         "postgres"
     }
 
-    async fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
+    async fn lookup(&self, hash: &TokenHash) -> Result<Option<FoundEntry>, StoreError> {
         let Some(row) = self.query_opt(LOOKUP, &[&&hash.0[..]]).await? else {
             return Ok(None);
         };
@@ -638,7 +638,7 @@ impl Backend for PostgresBackend {
         let current: bool = row.get(6);
         let previous_until: Option<i64> = row.get(7);
         let valid_until = ms(row.get(3));
-        Ok(Some(AuthEntry {
+        Ok(Some(FoundEntry {
             id: u64::try_from(id).map_err(|_| corrupt(id, "a negative id"))?,
             user_key: row.get(1),
             user_name: row.get(2),
@@ -650,7 +650,7 @@ impl Backend for PostgresBackend {
             },
             scope: Scope::from_code(i64::from(scope))
                 .ok_or_else(|| corrupt(id, format!("scope {scope}")))?,
-            allowed: allowed_ips(id, &allowed)?.nets(),
+            allowed: allowed_ips(id, &allowed)?,
             superseded: !current,
         }))
     }

@@ -220,7 +220,7 @@ fn cache() -> Arc<HotCache> {
 fn cache_entry(cache: &HotCache, record: &TokenRecord) {
     cache.insert_unless_evicted(
         &record.hash,
-        Arc::new(record.auth_entry()),
+        record.auth_entry().into_entry(),
         cache.generation(),
     );
 }
@@ -1161,7 +1161,7 @@ async fn a_database_of_schema_1_moves_to_2_and_its_tokens_work() {
     let pg = db.open().await;
     let e = pg.lookup(&hash).await.unwrap().unwrap();
     assert_eq!((e.id, e.user_name.as_str(), e.superseded), (1, "a", false));
-    assert!(e.allowed.is_unrestricted());
+    assert!(e.allowed.is_empty());
     let r = pg.get(1).await.unwrap().unwrap();
     assert_eq!(
         (

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::SledEngine;
 use crate::store::{
-    Access, AuthEntry, Backend, Filter, Health, InsertError, NewToken, Page, Rotated, StoreError,
+    Access, Backend, Filter, FoundEntry, Health, InsertError, NewToken, Page, Rotated, StoreError,
     TokenRecord,
 };
 use crate::token::TokenHash;
@@ -88,7 +88,7 @@ impl Backend for SledBackend {
     }
 
     // Reads are served from sled's memory and are quick: on the caller's thread.
-    async fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
+    async fn lookup(&self, hash: &TokenHash) -> Result<Option<FoundEntry>, StoreError> {
         self.engine.lookup(hash)
     }
 

@@ -36,7 +36,7 @@ mod migrate;
 mod tests;
 
 use super::{
-    Access, AuthEntry, Filter, InsertError, NewToken, Page, Previous, Rotated, StoreError,
+    Access, Filter, FoundEntry, InsertError, NewToken, Page, Previous, Rotated, StoreError,
     TokenRecord,
 };
 pub use backend::SledBackend;
@@ -383,7 +383,7 @@ impl SledEngine {
 }
 
 impl SledEngine {
-    pub fn lookup(&self, hash: &TokenHash) -> Result<Option<AuthEntry>, StoreError> {
+    pub fn lookup(&self, hash: &TokenHash) -> Result<Option<FoundEntry>, StoreError> {
         let Some(bucket) = self.hashes.get(bucket_key(hash)).map_err(unavailable)? else {
             return Ok(None);
         };

@@ -463,7 +463,7 @@ fn a_store_of_layout_3_opens_and_its_records_change_form_as_they_are_written() {
         assert_eq!(engine.get(r.id).unwrap().as_ref(), Some(r));
         let e = engine.lookup(&r.hash).unwrap().unwrap();
         assert_eq!((e.id, e.superseded), (r.id, false));
-        assert!(e.allowed.is_unrestricted());
+        assert!(e.allowed.is_empty());
     }
     let unrestricted = Filter {
         allowed_ips_set: Some(false),
