@@ -1,4 +1,4 @@
-//! The management API of SPEC §4, one test per rule, against the simulated
+//! The management API (docs/api.md), one test per rule, against the simulated
 //! Jira (and Confluence where the products differ).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! Audit events in the JSON log (SPEC §8): one per token create, update,
+//! Audit events in the JSON log: one per token create, update,
 //! delete, delete-all, lockout, lockout clear and failed authentication, with
 //! user key, token id, client IP, reason and request id — and no secret in
 //! any log line. Its own test binary: it installs the global log subscriber.

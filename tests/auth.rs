@@ -1,6 +1,6 @@
-//! Authentication on proxied traffic: each row of the SPEC §1 table, the
-//! credential swap in all three modes, header spoofing, expiry on an
-//! injected clock, scopes, lockout (SPEC §6) and per-IP throttling.
+//! Authentication on proxied traffic: each kind of credential (the table in
+//! docs/design.md), the credential swap in all three modes, header spoofing,
+//! expiry on an injected clock, scopes, lockout and per-IP throttling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -23,7 +23,7 @@ async fn shape(resp: reqwest::Response) -> (StatusCode, Vec<(String, String)>, S
     (status, headers, resp.text().await.unwrap())
 }
 
-// ---- the rows of SPEC §1 -------------------------------------------------------
+// ---- each kind of credential ----------------------------------------------------
 
 #[tokio::test]
 async fn row_token_valid_is_forwarded_as_its_owner() {
@@ -328,7 +328,7 @@ async fn read_only_tokens_may_only_get_head_and_options() {
     assert_eq!(resp.status(), 201);
 }
 
-// ---- lockout (SPEC §6) ----------------------------------------------------------------
+// ---- lockout ----------------------------------------------------------------------------
 
 /// `GET /rest/api/2/myself` as `user:secret`: its status.
 async fn myself_as(s: &JiraSetup, user: &str, secret: &str) -> StatusCode {

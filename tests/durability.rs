@@ -1,5 +1,4 @@
-//! kill -9 in the middle of the work: nothing acknowledged is lost (SPEC §3
-//! "Durability").
+//! kill -9 in the middle of the work: nothing acknowledged is lost.
 //!
 //! The real binary runs in front of the simulated Jira. Sixteen clients, one
 //! user each, create tokens and delete some of their earlier ones through the

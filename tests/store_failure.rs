@@ -1,4 +1,4 @@
-//! The token store failing: the gateway fails closed (SPEC §2) and never lets
+//! The token store failing: the gateway fails closed and never lets
 //! a token through unchecked.
 //!
 //! - A store that cannot be opened at start (a path that cannot be a
@@ -41,7 +41,7 @@ fn well_formed_token() -> String {
         .to_string()
 }
 
-/// Asserts the Jira-shaped JSON error body of SPEC §2 with a 503.
+/// Asserts the Jira-shaped JSON error body with a 503.
 async fn assert_store_unavailable(resp: reqwest::Response, what: &str) {
     assert_eq!(resp.status(), 503, "{what}");
     let ct = resp.headers()["content-type"].to_str().unwrap().to_string();

@@ -112,7 +112,7 @@ pub fn find_secret(text: &str) -> Option<&'static str> {
     None
 }
 
-/// `<letters>_` followed by 36 base62 characters: the shape of SPEC §3.
+/// `<letters>_` followed by 36 base62 characters: the shape of a token.
 fn has_token(text: &str) -> bool {
     let bytes = text.as_bytes();
     for (at, _) in text.match_indices('_') {
