@@ -338,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn a_list_longer_than_any_packing_allows_no_address() {
+        // 33 IPv6 networks are 132 words; more than a token may have, but a
+        // list that reached the packing anyway must not allow everyone.
+        let entries: Vec<String> = (0..33).map(|i| format!("2001:db8:{i:x}::/48")).collect();
+        let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
+        let a = allowed(&refs);
+        assert_eq!(a.len(), 33);
+        let packed = a.pack(Boxed);
+        assert!(!packed.is_unrestricted());
+        for no in ["2001:db8:0::1", "2001:db8:20::1", "10.0.0.1"] {
+            assert!(!packed.permits(ip(no)), "{no}");
+        }
+        let ok: Vec<&str> = refs[..32].to_vec();
+        assert!(allowed(&ok).permits(ip("2001:db8:1f::1")));
+    }
+
+    #[test]
     fn repeats_are_kept_once() {
         assert_eq!(allowed(&["10.0.0.1/8", "10.0.0.0/8"]).len(), 1);
     }
