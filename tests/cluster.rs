@@ -387,6 +387,18 @@ async fn a_node_that_lost_its_notifications_honours_a_revocation_within_cache_ma
     let relay = relay_to_db(&c.db).await;
     let a = c.node("a", &[]);
     let b = c.node_through("b", &relay, &[("tokens", "cache_max_stale_ms = 1500")]);
+    // B listens before it first reads the token: a read while it does not
+    // yet listen would be dropped when it starts to, and B's cache would be
+    // empty when the listening connection is killed below.
+    let listening = within(Duration::from_secs(10), || async {
+        b.readyz().await.1["notifications"] == "ok"
+    })
+    .await;
+    assert!(
+        listening.is_some(),
+        "B never listened: {}",
+        b.readyz().await.1
+    );
     let alice = a.at.as_user("alice", "alice");
     let t = alice.create_token(json!({"tokenDescription": "x"})).await;
     let (token, id) = (
