@@ -103,6 +103,16 @@ impl Node {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Whether, within `limit`, `/readyz` says the node is receiving changes
+    /// from other gateways (`listening`) or is not (`!listening`).
+    async fn notifications_within(&self, limit: Duration, listening: bool) -> bool {
+        within(limit, || async {
+            (self.readyz().await.1["notifications"] == "ok") == listening
+        })
+        .await
+        .is_some()
+    }
+
     async fn metrics(&self) -> String {
         self.at
             .http
@@ -390,12 +400,8 @@ async fn a_node_that_lost_its_notifications_honours_a_revocation_within_cache_ma
     // B listens before it first reads the token: a read while it does not
     // yet listen would be dropped when it starts to, and B's cache would be
     // empty when the listening connection is killed below.
-    let listening = within(Duration::from_secs(10), || async {
-        b.readyz().await.1["notifications"] == "ok"
-    })
-    .await;
     assert!(
-        listening.is_some(),
+        b.notifications_within(Duration::from_secs(10), true).await,
         "B never listened: {}",
         b.readyz().await.1
     );
@@ -421,11 +427,10 @@ async fn a_node_that_lost_its_notifications_honours_a_revocation_within_cache_ma
         .await
         .unwrap();
     assert!(!killed.is_empty(), "no listening connection found");
-    let lost = within(Duration::from_secs(5), || async {
-        b.readyz().await.1["notifications"] != "ok"
-    })
-    .await;
-    assert!(lost.is_some(), "B did not notice it stopped listening");
+    assert!(
+        b.notifications_within(Duration::from_secs(5), false).await,
+        "B did not notice it stopped listening"
+    );
     // B read the token again (its cache was dropped) ...
     assert_eq!(b.token_status(token).await, 200);
     // ... and does not hear of its deletion on A, yet refuses it once its
@@ -453,12 +458,8 @@ async fn a_node_that_lost_its_notifications_honours_a_revocation_within_cache_ma
 
     // Let B connect again: it listens again, and hears of changes again.
     relay.mend();
-    let back = within(Duration::from_secs(15), || async {
-        b.readyz().await.1["notifications"] == "ok"
-    })
-    .await;
     assert!(
-        back.is_some(),
+        b.notifications_within(Duration::from_secs(15), true).await,
         "B did not listen again: {}",
         b.readyz().await.1
     );
