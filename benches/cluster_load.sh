@@ -55,10 +55,7 @@ release_bin
 write_upstream_conf "$work/up" "$UP_PORT"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" &
 up=$!
-for _ in $(seq 1 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$UP_PORT/" && break
-    sleep 0.1
-done
+wait_ports "$UP_PORT"
 
 path=/rest/api/2/issue/BENCH-1
 # start_gateway TARGET PORT: tokengate for TARGET (its backend; its own sled

@@ -62,18 +62,7 @@ http {
     }
 }
 EOF
-cat >"$work/proxy.toml" <<EOF
-[server]
-listen = "127.0.0.1:$TG_PORT"
-admin_listen = ""
-workers = 1
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
-[tokens]
-store_path = "$work/tokens.sled"
-[log]
-level = "warn"
-EOF
+gateway_conf "$TG_PORT" proxy 1
 
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
 

@@ -82,6 +82,38 @@ create_token() {
     echo "$token"
 }
 
+# wait_ports PORT...: waits until something answers HTTP on each
+# 127.0.0.1:PORT, up to 10 s each (then goes on; the requests that follow fail).
+wait_ports() {
+    local port
+    for port in "$@"; do
+        for _ in $(seq 1 100); do
+            curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+            sleep 0.1
+        done
+    done
+}
+
+# gateway_conf PORT NAME WORKERS [SERVER_LINES] [ADMIN]: $work/NAME.toml, a
+# tokengate on 127.0.0.1:PORT in front of the upstream on UP_PORT, its store
+# in $work/NAME.sled; SERVER_LINES are added to [server], ADMIN is its
+# admin_listen (default: none).
+gateway_conf() {
+    cat >"$work/$2.toml" <<EOF
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "${5:-}"
+workers = $3
+${4:-}
+[upstream]
+url = "http://127.0.0.1:$UP_PORT"
+[tokens]
+store_path = "$work/$2.sled"
+[log]
+level = "warn"
+EOF
+}
+
 # to_ms VALUE: a wrk latency (612.00us / 1.20ms / 2.00s) in ms.
 to_ms() {
     awk -v v="$1" 'BEGIN {

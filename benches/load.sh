@@ -108,23 +108,6 @@ backend jira
 EOF
 "$HAPROXY" -q -f "$work/haproxy/haproxy.cfg" & pids+=($!)
 
-# gateway_conf PORT NAME WORKERS [SERVER_LINES]: a tokengate configuration in
-# front of the upstream.
-gateway_conf() {
-    cat >"$work/$2.toml" <<EOF
-[server]
-listen = "127.0.0.1:$1"
-admin_listen = ""
-workers = $3
-${4:-}
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
-[tokens]
-store_path = "$work/$2.sled"
-[log]
-level = "warn"
-EOF
-}
 gateway_conf "$TG_PORT" proxy "$WORKERS" "$TG_SERVER"
 "$BIN" serve --config "$work/proxy.toml" 2>"$work/tokengate.log" & pids+=($!)
 ports=("$UP_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$TG_PORT")
@@ -134,12 +117,7 @@ if [ -n "${BIN_BEFORE:-}" ]; then
     ports+=("$TG_BEFORE_PORT")
 fi
 
-for port in "${ports[@]}"; do
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-        sleep 0.1
-    done
-done
+wait_ports "${ports[@]}"
 token=$(create_token "$TG_PORT" "load benchmark")
 # expect CODE PORT TOKEN: a request with the token is answered CODE.
 expect() {

@@ -37,27 +37,10 @@ bench_workdir
 
 write_upstream_conf "$work/up" "$UP_PORT"
 "$NGINX" -p "$work/up" -c "$work/up/nginx.conf" & pids+=($!)
-cat >"$work/tokengate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$TG_PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
-workers = $WORKERS
-${TG_SERVER:-}
-[upstream]
-url = "http://127.0.0.1:$UP_PORT"
-[tokens]
-store_path = "$work/tokens.sled"
-[log]
-level = "warn"
-EOF
+gateway_conf "$TG_PORT" tokengate "$WORKERS" "${TG_SERVER:-}" "127.0.0.1:$ADMIN_PORT"
 "$BIN" serve --config "$work/tokengate.toml" 2>"$work/tokengate.log" & tg=$!
 pids+=("$tg")
-for port in "$UP_PORT" "$TG_PORT"; do
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-        sleep 0.1
-    done
-done
+wait_ports "$UP_PORT" "$TG_PORT"
 token=$(create_token "$TG_PORT" "profile")
 url="http://127.0.0.1:$TG_PORT/rest/api/2/issue/BENCH-1"
 

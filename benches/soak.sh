@@ -55,12 +55,7 @@ EOF
 ./target/release/tokengate serve --config "$work/proxy.toml" 2>"$work/tokengate.log" & TG_PID=$!
 pids+=($TG_PID)
 
-for port in $UP_PORT $TG_PORT; do
-    for _ in $(seq 1 100); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-        sleep 0.1
-    done
-done
+wait_ports "$UP_PORT" "$TG_PORT"
 base="http://127.0.0.1:$TG_PORT"
 api="$base/rest/de.resolution.apitokenauth/latest/user/token"
 token=$(create_token "$TG_PORT" "soak valid")
